@@ -1,0 +1,3 @@
+"""Talking Portrait appliance: everything that runs on the device."""
+
+__version__ = "0.1.0"

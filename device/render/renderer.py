@@ -1,0 +1,176 @@
+"""Render one frame: rig(params) -> target landmarks -> dense warp of the face region -> mouth
+interior -> generator (when a model is loaded) -> the full frame.
+
+The source photo is analysed once; a frame costs two small spline fits, one remap of the face
+region and a few small paints, which is what makes real time possible on a Pi-class CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from device.face import topology as topo
+from device.face.analysis import Face
+from device.motion.params import FaceParams
+from device.render.mouth import MouthPainter, paint_lash_line
+from device.render.rig import CONTROL, LOWER_LIP, UPPER_LIP, FaceRig
+from device.render.warp import GridWarp, smoothstep
+from device.timing import StageTimer
+
+REGION_SCALE = 1.9  # the warped region around the face, relative to the face's size
+FACE_ELLIPSE_SCALE = 1.12  # inside this (relative to the face oval) the warp is at full strength
+BORDER_ANCHORS = 7  # zero-motion anchors per region side keep the spline calm far from the face
+CONTROL_NO_LOWER = [i for i in CONTROL if i not in set(LOWER_LIP)]
+CONTROL_NO_UPPER = [i for i in CONTROL if i not in set(UPPER_LIP)]
+
+
+class GeneratorStage(Protocol):
+    """The seam for the trained generator (see device/runtime): it refines the warped frame where the
+    warp stretched or painted, given this frame's landmarks and a repair mask over the frame."""
+
+    name: str
+
+    def refine(self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray) -> np.ndarray: ...
+
+
+class Renderer:
+    def __init__(
+        self,
+        image: np.ndarray,
+        face: Face,
+        close_mouth_at_rest: bool = False,
+        generator: GeneratorStage | None = None,
+        timer: StageTimer | None = None,
+    ) -> None:
+        self.image = np.ascontiguousarray(image)
+        self.face = face
+        self.generator = generator
+        self.timer = timer or StageTimer()
+        self.rig = FaceRig(face.landmarks, face.iris, close_mouth_at_rest)
+        self.painter = MouthPainter(self.image, face.landmarks)
+        self.source = face.landmarks[:, :2].astype(np.float32)
+        self.source_iris = None if face.iris is None else face.iris.reshape(-1, 2).astype(np.float32)
+        self.rest_open = bool(not close_mouth_at_rest)
+        self._set_region()
+
+    def _set_region(self) -> None:
+        height, width = self.image.shape[:2]
+        oval = self.source[topo.FACE_OVAL]
+        centre = (oval.min(0) + oval.max(0)) / 2.0
+        half = (oval.max(0) - oval.min(0)) / 2.0
+        side = REGION_SCALE * float(max(half)) * 2.0
+        x0 = int(max(0, np.floor(centre[0] - side / 2)))
+        y0 = int(max(0, np.floor(centre[1] - side / 2 - 0.1 * side)))  # hair above moves with the head
+        x1 = int(min(width, np.ceil(centre[0] + side / 2)))
+        y1 = int(min(height, np.ceil(centre[1] + side / 2)))
+        self.warp = GridWarp(x0, y0, x1 - x0, y1 - y0)
+        # Anchors on the region border: whatever the face does, the border stays put.
+        ts = np.linspace(0.0, 1.0, BORDER_ANCHORS, endpoint=False)
+        w, h = x1 - x0 - 1, y1 - y0 - 1
+        border = np.concatenate([
+            np.column_stack([ts * w, np.zeros_like(ts)]), np.column_stack([np.full_like(ts, w), ts * h]),
+            np.column_stack([w - ts * w, np.full_like(ts, h)]), np.column_stack([np.zeros_like(ts), h - ts * h]),
+        ])  # fmt: skip
+        self.anchors = (border + np.array([x0, y0])).astype(np.float32)
+        # Full strength inside the face ellipse, easing to zero before the region border.
+        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        ax, ay = half * FACE_ELLIPSE_SCALE
+        rho = np.sqrt(((xs - centre[0]) / ax) ** 2 + ((ys - centre[1]) / ay) ** 2)
+        edge = min((centre[0] - x0) / ax, (x1 - centre[0]) / ax, (centre[1] - y0) / ay, (y1 - centre[1]) / ay)
+        edge = max(edge * 0.96, 1.05)
+        self.falloff = (1.0 - smoothstep(1.0, edge, rho)).astype(np.float32)
+        # The lower-lip map must also be faded where it hands over to the main map.
+        self.face_centre = centre
+
+    # ------------------------------------------------------------------------------------------
+    def render(self, params: FaceParams) -> np.ndarray:
+        timer = self.timer
+        with timer.stage("rig"):
+            targets, iris = self.rig.pose(params)
+        with timer.stage("warp"):
+            frame = self._warp(targets, iris)
+        with timer.stage("mouth"):
+            self._paint(frame, targets, params)
+        if self.generator is not None:
+            with timer.stage("generator"):
+                mask = self._repair_mask(targets)
+                frame = self.generator.refine(frame, targets, mask)
+        return frame
+
+    def _controls(self, targets: np.ndarray, iris: np.ndarray | None, indices: list[int]) -> tuple:
+        target = [targets[indices], self.anchors]
+        source = [self.source[indices], self.anchors]
+        if iris is not None and self.source_iris is not None:
+            target.append(iris.reshape(-1, 2))
+            source.append(self.source_iris)
+        return np.concatenate(target).astype(np.float32), np.concatenate(source).astype(np.float32)
+
+    def _warp(self, targets: np.ndarray, iris: np.ndarray | None) -> np.ndarray:
+        warp = self.warp
+        # Two maps, split at the mouth: a mouth that closes over teeth (or opens from closed lips)
+        # needs the upper lip to sample the upper lip and the lower lip the lower lip, which no
+        # single smooth map can do across the seam.
+        t_upper, s_upper = self._controls(targets, iris, CONTROL_NO_LOWER)
+        t_lower, s_lower = self._controls(targets, iris, CONTROL_NO_UPPER)
+        coarse_upper = warp.displacement(t_upper, s_upper)
+        below, box = self._below_seam(targets)
+        coarse_lower = warp.displacement(t_lower, s_lower, base=coarse_upper, box=warp.grid_box(*box))
+        upper = warp.upsample(coarse_upper)
+        lower = warp.upsample(coarse_lower)
+        offsets = upper + (lower - upper) * below[..., None]
+        offsets *= self.falloff[..., None]
+        region = warp.remap(self.image, offsets)
+        with self.timer.stage("composite"):
+            # The falloff leaves the region border untouched, so a plain paste has no seam.
+            frame = self.image.copy()
+            frame[warp.y0 : warp.y0 + warp.height, warp.x0 : warp.x0 + warp.width] = region
+        return frame
+
+    def _below_seam(self, targets: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """1 below the inner lower lip (under the mouth, down past the chin), 0 elsewhere, fading
+        out sideways beyond the mouth corners where the two maps agree anyway."""
+        warp = self.warp
+        seam = targets[topo.LIPS_INNER_LOWER] - np.array([warp.x0, warp.y0])
+        width = float(np.linalg.norm(seam[-1] - seam[0]))
+        drop = 3.0 * width
+        left, right = seam[0], seam[-1]
+        polygon = np.concatenate([
+            [left + np.array([-0.6 * width, 0.0])], seam, [right + np.array([0.6 * width, 0.0])],
+            [right + np.array([0.6 * width, drop])], [left + np.array([-0.6 * width, drop])],
+        ])  # fmt: skip
+        mask = np.zeros((warp.height, warp.width), np.float32)
+        cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+        xs = np.arange(warp.width, dtype=np.float32)
+        centre = 0.5 * (left[0] + right[0])
+        beyond = np.abs(xs - centre) - width / 2.0
+        sideways = 1.0 - smoothstep(0.0, 0.55 * width, beyond)
+        ys = np.arange(warp.height, dtype=np.float32)[:, None]
+        downward = 1.0 - smoothstep(0.6 * drop, drop, ys - float(seam[:, 1].max()))
+        low, high = polygon.min(0), polygon.max(0)
+        return mask * sideways[None, :] * downward, (low[0], low[1], high[0], high[1])
+
+    def _paint(self, frame: np.ndarray, targets: np.ndarray, params: FaceParams) -> None:
+        warp = self.warp
+        region = frame[warp.y0 : warp.y0 + warp.height, warp.x0 : warp.x0 + warp.width]
+        offset = (warp.x0, warp.y0)
+        opening = topo.mouth_opening(targets)
+        rest = topo.mouth_opening(self.source) if self.rest_open else 0.0
+        # Paint only the opening the photo does not already show (a smile's own teeth stay real).
+        strength = float(np.clip((opening - rest - 0.01) / 0.06, 0.0, 1.0))
+        self.painter.paint(region, targets, offset, strength)
+        for blink, lower in ((params.blink_right, topo.RIGHT_EYE_LOWER), (params.blink_left, topo.LEFT_EYE_LOWER)):
+            strength = float(smoothstep(0.55, 1.0, np.array(blink)))
+            paint_lash_line(region, targets[lower, :2], offset, strength)
+
+    def _repair_mask(self, targets: np.ndarray) -> np.ndarray:
+        """Where the generator should work: the mouth opening and the eyes, softly."""
+        mask = np.zeros(self.image.shape[:2], np.float32)
+        for group in (topo.inner_mouth_polygon(targets), targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1]],
+                      targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1]]):  # fmt: skip
+            cv2.fillPoly(mask, [np.round(group[:, :2]).astype(np.int32)], 1.0)
+        size = max(3, int(self.rig.unit * 0.15) | 1)
+        return cv2.GaussianBlur(cv2.dilate(mask, np.ones((size, size), np.uint8)), (size * 2 + 1,) * 2, 0)
