@@ -106,6 +106,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_languages(args: argparse.Namespace) -> int:
+    from device.motion.tts import list_languages, list_voices
+
+    for name in list_voices() if args.voices else list_languages():
+        print(name)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from device.service.daemon import serve
@@ -156,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    languages = sub.add_parser("languages", help="list the eSpeak NG languages (or voices) for --lang/--voice")
+    languages.add_argument("--voices", action="store_true", help="list voice variants instead")
+    languages.set_defaults(func=cmd_languages)
 
     serve = sub.add_parser("serve", help="run the appliance daemon (systemd starts exactly this)")
     serve.add_argument("--config", required=True, help="TOML config file")

@@ -50,7 +50,8 @@ def _energy(speech: Speech, fps: float, n_frames: int) -> np.ndarray:
             energy[index] = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)))
     width = max(1, round(0.3 * fps))
     kernel = np.hanning(width * 2 + 1)
-    energy = np.convolve(energy, kernel / kernel.sum(), mode="same")
+    padded = np.pad(energy, width, mode="edge")
+    energy = np.convolve(padded, kernel / kernel.sum(), mode="same")[width:-width]
     top = float(energy.max())
     return energy / top if top > 0 else energy
 

@@ -23,8 +23,12 @@ from device.timing import StageTimer
 REGION_SCALE = 1.9  # the warped region around the face, relative to the face's size
 FACE_ELLIPSE_SCALE = 1.12  # inside this (relative to the face oval) the warp is at full strength
 BORDER_ANCHORS = 7  # zero-motion anchors per region side keep the spline calm far from the face
-CONTROL_NO_LOWER = [i for i in CONTROL if i not in set(LOWER_LIP)]
-CONTROL_NO_UPPER = [i for i in CONTROL if i not in set(UPPER_LIP)]
+# Two maps, split along the inner lower lip and the lower eyelids: the upper map knows the upper lip
+# and upper lids but not the lower ones, the lower map the reverse.
+_LOWER_LIDS = set(topo.RIGHT_EYE_LOWER[1:-1] + topo.LEFT_EYE_LOWER[1:-1])
+_UPPER_LIDS = set(topo.RIGHT_EYE_UPPER[1:-1] + topo.LEFT_EYE_UPPER[1:-1])
+CONTROL_UPPER_MAP = [i for i in CONTROL if i not in set(LOWER_LIP) | _LOWER_LIDS]
+CONTROL_LOWER_MAP = [i for i in CONTROL if i not in set(UPPER_LIP) | _UPPER_LIDS]
 
 
 class GeneratorStage(Protocol):
@@ -92,7 +96,7 @@ class Renderer:
         with timer.stage("rig"):
             targets, iris = self.rig.pose(params)
         with timer.stage("warp"):
-            frame = self._warp(targets, iris)
+            frame = self._warp(targets, iris, (params.blink_right, params.blink_left))
         with timer.stage("mouth"):
             self._paint(frame, targets, params)
         if self.generator is not None:
@@ -101,21 +105,26 @@ class Renderer:
                 frame = self.generator.refine(frame, targets, mask)
         return frame
 
-    def _controls(self, targets: np.ndarray, iris: np.ndarray | None, indices: list[int]) -> tuple:
+    def _controls(
+        self, targets: np.ndarray, iris: np.ndarray | None, indices: list[int], blinks: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
         target = [targets[indices], self.anchors]
         source = [self.source[indices], self.anchors]
         if iris is not None and self.source_iris is not None:
-            target.append(iris.reshape(-1, 2))
-            source.append(self.source_iris)
+            for side, blink in enumerate(blinks):
+                # A closing lid hides the iris: pinning it would hold the eye open.
+                if blink < 0.15:
+                    target.append(iris[side])
+                    source.append(self.source_iris[side * 5 : side * 5 + 5])
         return np.concatenate(target).astype(np.float32), np.concatenate(source).astype(np.float32)
 
-    def _warp(self, targets: np.ndarray, iris: np.ndarray | None) -> np.ndarray:
+    def _warp(self, targets: np.ndarray, iris: np.ndarray | None, blinks: tuple[float, float]) -> np.ndarray:
         warp = self.warp
-        # Two maps, split at the mouth: a mouth that closes over teeth (or opens from closed lips)
-        # needs the upper lip to sample the upper lip and the lower lip the lower lip, which no
-        # single smooth map can do across the seam.
-        t_upper, s_upper = self._controls(targets, iris, CONTROL_NO_LOWER)
-        t_lower, s_lower = self._controls(targets, iris, CONTROL_NO_UPPER)
+        # Two maps, split at the mouth and the eyes: a mouth that closes over teeth (or opens from
+        # closed lips) and a lid that closes over an eye need the upper part to sample the upper
+        # part and the lower the lower, which no single smooth map can do across the seam.
+        t_upper, s_upper = self._controls(targets, iris, CONTROL_UPPER_MAP, blinks)
+        t_lower, s_lower = self._controls(targets, None, CONTROL_LOWER_MAP, blinks)
         coarse_upper = warp.displacement(t_upper, s_upper)
         below, box = self._below_seam(targets)
         coarse_lower = warp.displacement(t_lower, s_lower, base=coarse_upper, box=warp.grid_box(*box))
@@ -131,27 +140,43 @@ class Renderer:
         return frame
 
     def _below_seam(self, targets: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-        """1 below the inner lower lip (under the mouth, down past the chin), 0 elsewhere, fading
-        out sideways beyond the mouth corners where the two maps agree anyway."""
+        """Where the lower map rules: below the inner lower lip (down past the chin) and below each
+        lower eyelid (over the cheek), fading out sideways beyond the corners, where both maps agree."""
         warp = self.warp
-        seam = targets[topo.LIPS_INNER_LOWER] - np.array([warp.x0, warp.y0])
-        width = float(np.linalg.norm(seam[-1] - seam[0]))
-        drop = 3.0 * width
-        left, right = seam[0], seam[-1]
-        polygon = np.concatenate([
-            [left + np.array([-0.6 * width, 0.0])], seam, [right + np.array([0.6 * width, 0.0])],
-            [right + np.array([0.6 * width, drop])], [left + np.array([-0.6 * width, drop])],
-        ])  # fmt: skip
+        shift = np.array([warp.x0, warp.y0])
         mask = np.zeros((warp.height, warp.width), np.float32)
-        cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
-        xs = np.arange(warp.width, dtype=np.float32)
-        centre = 0.5 * (left[0] + right[0])
-        beyond = np.abs(xs - centre) - width / 2.0
-        sideways = 1.0 - smoothstep(0.0, 0.55 * width, beyond)
+        xs = np.arange(warp.width, dtype=np.float32)[None, :]
         ys = np.arange(warp.height, dtype=np.float32)[:, None]
-        downward = 1.0 - smoothstep(0.6 * drop, drop, ys - float(seam[:, 1].max()))
-        low, high = polygon.min(0), polygon.max(0)
-        return mask * sideways[None, :] * downward, (low[0], low[1], high[0], high[1])
+        low, high = np.full(2, np.inf), np.full(2, -np.inf)
+        for seam_indices, drop_widths, side_widths in (
+            (topo.LIPS_INNER_LOWER, 3.0, 0.6),
+            (topo.RIGHT_EYE_LOWER, 0.9, 0.5),
+            (topo.LEFT_EYE_LOWER, 0.9, 0.5),
+        ):
+            seam = targets[seam_indices, :2] - shift
+            if seam[0, 0] > seam[-1, 0]:
+                seam = seam[::-1]  # the left eye's list runs from the image's right
+            left, right = seam[0], seam[-1]
+            width = float(np.linalg.norm(right - left))
+            drop, side = drop_widths * width, side_widths * width
+            polygon = np.concatenate([
+                [left + np.array([-side, 0.0])], seam, [right + np.array([side, 0.0])],
+                [right + np.array([side, drop])], [left + np.array([-side, drop])],
+            ])  # fmt: skip
+            x0, y0 = np.floor(polygon.min(0)).astype(int).clip(0)
+            x1, y1 = np.ceil(polygon.max(0)).astype(int) + 1
+            x1, y1 = min(x1, warp.width), min(y1, warp.height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            patch = np.zeros((y1 - y0, x1 - x0), np.float32)
+            local = (polygon - np.array([x0, y0])) * 16
+            cv2.fillPoly(patch, [np.round(local).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+            centre = 0.5 * (left[0] + right[0])
+            sideways = 1.0 - smoothstep(0.0, side * 0.95, np.abs(xs[:, x0:x1] - centre) - width / 2.0)
+            downward = 1.0 - smoothstep(0.6 * drop, drop, ys[y0:y1] - float(seam[:, 1].max()))
+            np.maximum(mask[y0:y1, x0:x1], patch * sideways * downward, out=mask[y0:y1, x0:x1])
+            low, high = np.minimum(low, [x0, y0]), np.maximum(high, [x1, y1])
+        return mask, (low[0], low[1], high[0], high[1])
 
     def _paint(self, frame: np.ndarray, targets: np.ndarray, params: FaceParams) -> None:
         warp = self.warp

@@ -20,7 +20,7 @@ MAX_YAW, MAX_PITCH, MAX_ROLL = 12.0, 10.0, 8.0
 HEAD_PIVOT = np.array([0.0, 0.9, 1.1])  # behind and below the eyes, near the top of the neck
 
 # How far a fully closed eye's lids stay apart, relative to the open gap: a line of lashes.
-CLOSED_EYE_GAP = 0.08
+CLOSED_EYE_GAP = 0.03
 
 
 def _unique(*groups: list[int]) -> list[int]:
@@ -133,8 +133,9 @@ class FaceRig:
             others[ALL_LIPS] = False
             local[others, 1] -= jaw_rise * self.jaw_weight[others]
 
-        # Jaw: the lower lip and chin drop, the upper lip lifts a little.
-        opening = jaw * 0.42 * width
+        # Jaw: the lower lip and chin drop, the upper lip lifts a little. Pressed lips (m, b, p)
+        # keep the jaw nearly shut.
+        opening = jaw * (1.0 - 0.75 * press) * 0.42 * width
         if opening > 0:
             others = np.ones(len(local), bool)
             others[ALL_LIPS] = False
@@ -199,8 +200,8 @@ class FaceRig:
             upper_idx, lower_idx = np.array(upper[1:-1]), np.array(lower[1:-1])
             top, bottom = self.local[upper_idx, :2], self.local[lower_idx, :2]
             if blink > 0:
-                closed_upper = bottom + (0.22 + CLOSED_EYE_GAP) * (top - bottom)
-                closed_lower = bottom + 0.22 * (top - bottom)
+                closed_upper = bottom + (0.12 + CLOSED_EYE_GAP) * (top - bottom)
+                closed_lower = bottom + 0.12 * (top - bottom)
                 upper_delta = blink * (closed_upper - top)
                 local[upper_idx, :2] += upper_delta
                 local[lower_idx, :2] += blink * (closed_lower - bottom)

@@ -1,0 +1,74 @@
+"""Driving video: a performer's expression and head motion, relative to their first frame, move the
+portrait. The performer here is the astronaut rendered with known motion, so the truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device.motion.drive import COLUMN, drive_track
+from device.motion.params import FaceParams
+from device.outputs.video import VideoWriter
+from device.render.renderer import Renderer
+
+FPS = 25
+FRAMES = 50
+
+
+@pytest.fixture(scope="module")
+def performer(tmp_path_factory, astronaut, astronaut_face):
+    """A 2 s clip: the mouth opens and closes twice, the head turns, one blink at frame 30."""
+    renderer = Renderer(astronaut, astronaut_face, close_mouth_at_rest=True)
+    t = np.arange(FRAMES) / FPS
+    jaw = np.clip(np.sin(2 * np.pi * t), 0, None)
+    yaw = 6.0 * np.sin(np.pi * t)
+    blink = np.exp(-(((np.arange(FRAMES) - 30) / 1.5) ** 2))
+    path = tmp_path_factory.mktemp("drive") / "performer.mp4"
+    with VideoWriter(path, FPS, 512, 512, crf=16) as writer:
+        for i in range(FRAMES):
+            writer.write(
+                renderer.render(FaceParams(jaw_open=jaw[i], head_yaw=yaw[i], blink_left=blink[i], blink_right=blink[i]))
+            )
+    return path, jaw, yaw, blink
+
+
+def test_mouth_and_head_motion_transfer(performer, analyzer) -> None:
+    path, jaw, yaw, _ = performer
+    track = drive_track(path, analyzer, FPS)
+    assert track.shape == (FRAMES, len(FaceParams.names()))
+    assert np.corrcoef(track[:, COLUMN["jaw_open"]], jaw)[0, 1] > 0.8
+    assert np.corrcoef(track[:, COLUMN["head_yaw"]], yaw)[0, 1] > 0.8
+    # Relative to the first frame: the first frame is the rest pose.
+    assert abs(track[0, COLUMN["jaw_open"]]) < 0.05 and abs(track[0, COLUMN["head_yaw"]]) < 1.0
+
+
+def test_blink_transfers(performer, analyzer) -> None:
+    path, _, _, blink = performer
+    track = drive_track(path, analyzer, FPS)
+    blinks = track[:, COLUMN["blink_left"]] + track[:, COLUMN["blink_right"]]
+    assert abs(int(np.argmax(blinks)) - int(np.argmax(blink))) <= 2
+
+
+def test_drive_resamples_to_the_output_rate(performer, analyzer) -> None:
+    path, *_ = performer
+    assert len(drive_track(path, analyzer, fps=10)) == 20
+
+
+def test_drive_errors_name_the_file(tmp_path, analyzer) -> None:
+    from device.errors import BadInput
+
+    with pytest.raises(BadInput, match=r"nothing\.mp4"):
+        drive_track(tmp_path / "nothing.mp4", analyzer, FPS)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    with pytest.raises(BadInput, match=r"junk\.mp4"):
+        drive_track(junk, analyzer, FPS)
+    # A video without any face.
+    from skimage import data
+
+    coffee = data.coffee()[:400, :600]
+    with VideoWriter(tmp_path / "coffee.mp4", FPS, 600, 400) as writer:
+        for _ in range(5):
+            writer.write(coffee)
+    with pytest.raises(BadInput, match="no face found in the driving video"):
+        drive_track(tmp_path / "coffee.mp4", analyzer, FPS)
