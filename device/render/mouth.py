@@ -16,8 +16,10 @@ class MouthPainter:
         skin = _mean_colour(source, landmarks[topo.CHEEKS, :2], radius=3)
         lips = _mean_colour(source, landmarks[topo.LIPS_OUTER_LOWER[2:-2], :2], radius=1)
         brightness = float(np.clip(skin.mean() / 170.0, 0.45, 1.15))
-        self.cavity = np.clip(lips * 0.42, 10, 110)
-        self.throat = np.clip(lips * 0.14, 4, 50)
+        # A mouth's inside is dark red whatever the lips look like; the lips only tint it.
+        warm = np.array([96.0, 34.0, 34.0]) * brightness
+        self.cavity = np.clip(0.65 * warm + 0.35 * lips * 0.4, 8, 120)
+        self.throat = np.clip(self.cavity * 0.3, 3, 50)
         self.tongue = np.clip(lips * 0.75 + np.array([25.0, 0.0, 0.0]), 0, 255)
         self.teeth = np.clip(np.array([238.0, 234.0, 222.0]) * brightness, 60, 248)
 
@@ -40,6 +42,7 @@ class MouthPainter:
         cv2.fillPoly(mask, [np.round(local * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
         if mask.max() <= 0:
             return
+        mask = cv2.GaussianBlur(mask, (3, 3), 0.6)  # soften the lip edge by a fraction of a pixel
 
         upper = points[topo.LIPS_INNER_UPPER] - np.array([x0, y0])
         lower = points[topo.LIPS_INNER_LOWER] - np.array([x0, y0])
@@ -70,7 +73,7 @@ class MouthPainter:
         if opening > 0.18 * width:
             lower_band = 0.5 * teeth_band
             lower_teeth = (bottom - ys < lower_band) & (np.abs(across) < 0.55)
-            colour += (self.teeth * 0.8 - colour) * (0.5 * lower_teeth)[..., None]
+            colour += (self.teeth * 0.75 - colour) * (0.35 * lower_teeth)[..., None]
             tongue = np.exp(-(across**2) / 0.2) * np.clip((depth - 0.7) / 0.3, 0, 1)
             colour += (self.tongue - colour) * (0.5 * tongue)[..., None]
         alpha = (mask * strength)[..., None]
