@@ -1,0 +1,217 @@
+"""Command payloads: one strict pydantic model per verb.
+
+Every payload is checked before anything happens: size, JSON, types (strict: "25" is not a number),
+unknown fields, ranges, and paths, which must lie inside the configured folders (after resolving
+symlinks and '..'). A failure raises CommandError naming the field; the daemon answers it and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+JOB_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+LANG = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
+Priority = Literal["kiosk", "interactive", "batch"]
+
+
+class CommandError(Exception):
+    def __init__(self, field: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.request_id = request_id
+
+    def reply(self) -> dict[str, Any]:
+        return {"field": self.field, "message": self.message}
+
+
+@dataclass
+class CommandContext:
+    """What validation needs from the config."""
+
+    photo_dirs: list[Path] = field(default_factory=list)
+    audio_dirs: list[Path] = field(default_factory=list)
+    max_payload_bytes: int = 6_000_000
+    max_photo_bytes: int = 4_000_000
+
+
+def _context(info: ValidationInfo) -> CommandContext:
+    return info.context if isinstance(info.context, CommandContext) else CommandContext()
+
+
+def allowed_file(value: str, folders: list[Path], setting: str) -> str:
+    """The resolved path, if it names an existing file inside one of the folders."""
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    real = path.resolve()  # follows symlinks and '..': a link out of the folder is still outside
+    if not any(real.is_relative_to(folder.resolve()) for folder in folders):
+        # Checked before existence, so a probe cannot learn which files exist elsewhere.
+        raise ValueError(f"is outside the allowed folders ({setting})")
+    if not real.is_file():
+        raise ValueError("no such file")
+    return str(real)
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str | None = Field(
+        None, max_length=128, description="Echoed in the reply, for clients without MQTT v5 correlation data."
+    )
+
+
+class SpeechFields(Command):
+    text: str | None = Field(None, min_length=1, max_length=5000, description="Text to speak.")
+    audio: str | None = Field(None, description="Recorded speech (WAV) inside jobs.audio_dirs.")
+    transcript: str | None = Field(None, max_length=5000, description="What the audio says.")
+    lang: str = Field("en", pattern=LANG, description="Language of the text.")
+    voice: str | None = Field(None, max_length=64, description="TTS voice.")
+
+    @field_validator("audio")
+    @classmethod
+    def _audio_inside(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else allowed_file(value, _context(info).audio_dirs, "jobs.audio_dirs")
+
+    @model_validator(mode="after")
+    def _one_speech(self) -> SpeechFields:
+        if self.text is not None and self.audio is not None:
+            raise CommandError("audio", "give text or audio, not both")
+        if self.transcript is not None and self.audio is None:
+            raise CommandError("transcript", "only goes with audio")
+        return self
+
+
+class AnimateCommand(SpeechFields):
+    job_id: str | None = Field(None, pattern=JOB_ID, description="Client-chosen id; a repeat is not run twice.")
+    photo: str | None = Field(None, description="A photo inside jobs.photo_dirs.")
+    photo_b64: str | None = Field(None, description="The photo itself, base64 (JPEG, PNG, ...).")
+    fps: int | None = Field(None, ge=1, le=60, description="Frames per second.")
+    size: int | None = Field(None, ge=64, le=2048, description="Longest side of the clip.")
+    seconds: float | None = Field(None, gt=0, le=120, description="Clip length; default: the speech's.")
+    priority: Priority = Field("interactive", description="kiosk before interactive before batch.")
+
+    @field_validator("photo")
+    @classmethod
+    def _photo_inside(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else allowed_file(value, _context(info).photo_dirs, "jobs.photo_dirs")
+
+    @field_validator("photo_b64")
+    @classmethod
+    def _photo_bytes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        limit = _context(info).max_photo_bytes
+        if len(value) * 3 // 4 > limit + 3:
+            raise ValueError(f"photo is over the limit of {limit} bytes (jobs.max_photo_bytes)")
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not valid base64") from None
+        if image_kind(data) is None:
+            raise ValueError("not a JPEG, PNG, WebP or BMP image")
+        return value
+
+    @model_validator(mode="after")
+    def _one_photo(self) -> AnimateCommand:
+        if (self.photo is None) == (self.photo_b64 is None):
+            raise CommandError("photo", "give photo (a path) or photo_b64 (the bytes), exactly one")
+        return self
+
+    def photo_bytes(self) -> bytes:
+        assert self.photo_b64 is not None
+        return base64.b64decode(self.photo_b64)
+
+
+class SayCommand(SpeechFields):
+    @model_validator(mode="after")
+    def _something(self) -> SayCommand:
+        if self.text is None and self.audio is None:
+            raise CommandError("text", "give text or audio")
+        return self
+
+
+class CaptureCommand(Command):
+    text: str | None = Field(None, min_length=1, max_length=5000, description="Instead of capture.line.")
+    lang: str | None = Field(None, pattern=LANG, description="Language of that text.")
+    voice: str | None = Field(None, max_length=64, description="TTS voice.")
+
+
+class ModeCommand(Command):
+    mode: Literal["portrait", "capture", "mirror"] = Field(description="The mode to switch to.")
+
+
+class ConfigCommand(Command):
+    set: dict[str, Any] = Field(description="Config changes as nested tables, e.g. {'jobs': {'queue_size': 20}}.")
+    dry_run: bool = Field(False, description="Validate and report, change nothing.")
+    restart: bool = Field(False, description="Restart the daemon if a change needs it.")
+
+
+class StatusCommand(Command):
+    job_id: str | None = Field(None, pattern=JOB_ID, description="Report this job instead of the summary.")
+
+
+class CancelCommand(Command):
+    job_id: str = Field(pattern=JOB_ID, description="The job to cancel.")
+
+
+VERBS: dict[str, type[Command]] = {
+    "animate": AnimateCommand,
+    "say": SayCommand,
+    "capture": CaptureCommand,
+    "mode": ModeCommand,
+    "config": ConfigCommand,
+    "status": StatusCommand,
+    "cancel": CancelCommand,
+}
+
+
+def image_kind(data: bytes) -> str | None:
+    """The image format from its magic bytes: enough to refuse junk before it reaches a job."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM"):
+        return "bmp"
+    return None
+
+
+def parse_command(verb: str, payload: bytes, ctx: CommandContext) -> Command:
+    """The validated command, or CommandError naming the field that is wrong."""
+    if verb not in VERBS:
+        raise CommandError("verb", f"unknown verb {verb!r}; known: {', '.join(sorted(VERBS))}")
+    if len(payload) > ctx.max_payload_bytes:
+        raise CommandError(
+            "payload", f"{len(payload)} bytes is over the limit of {ctx.max_payload_bytes} (mqtt.max_payload_bytes)"
+        )
+    if not payload.strip():
+        payload = b"{}"  # `mosquitto_pub -n`: a command without arguments
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError("payload", f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CommandError("payload", f"must be a JSON object, not {type(doc).__name__}")
+    request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else None
+    try:
+        return VERBS[verb].model_validate(doc, context=ctx)
+    except CommandError as exc:
+        exc.request_id = request_id
+        raise
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "payload"
+        extra = error["type"] == "extra_forbidden"
+        message = "unknown field" if extra else error["msg"].removeprefix("Value error, ")
+        raise CommandError(where, message, request_id) from None

@@ -1,0 +1,431 @@
+"""The daemon's TOML config, validated with pydantic.
+
+Unknown keys are errors (a typo must not be silently ignored on a device nobody looks at), and every
+field carries a description: `config/portrait.example.toml` documents each one.
+
+The file in /etc is read-only to the service (ProtectSystem=strict). Changes made over MQTT go to
+`<state_dir>/config.override.json`, written atomically, and are merged over the file at start.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from device.capture.config import CameraConfig
+from device.errors import BadInput
+
+OVERRIDE_FILE = "config.override.json"
+TOPIC_SAFE = r"^[A-Za-z0-9_.-]{1,64}$"  # no '/', '+', '#': it becomes one MQTT topic level
+Mode = Literal["portrait", "capture", "mirror"]
+
+
+class ConfigError(BadInput):
+    """The config is wrong: the message names the key. Exit code 2."""
+
+    def __init__(self, message: str, key: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.detail = detail or message
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _hostname_id() -> str:
+    # A hostname may hold characters a topic level must not; keep the rest.
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64] or "portrait"
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= exports the real path (under DynamicUser it is /var/lib/private/...).
+    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/portrait").split(":")[0])
+
+
+class DeviceSection(Section):
+    id: str = Field(
+        default_factory=_hostname_id,
+        pattern=TOPIC_SAFE,
+        description="Device id, the topic level after the prefix: portrait/<id>/... Default: the hostname.",
+    )
+    kind: str = Field("generic", description="Hardware kind (e.g. 'pi5', 'jetson-orin'); updates check it.")
+    groups: list[str] = Field(
+        default_factory=list,
+        description="Groups this device answers for: it also takes commands on portrait/group/<group>/cmd/<verb>.",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Writable folder for the job queue, the event outbox, visitor media and config overrides. "
+        "Default: $STATE_DIRECTORY (set by systemd's StateDirectory=), else /var/lib/portrait.",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _topic_safe_groups(cls, groups: list[str]) -> list[str]:
+        for group in groups:
+            if not re.match(TOPIC_SAFE, group):
+                raise ValueError(f"group {group!r} may only hold letters, digits, '_', '.', '-'")
+        return groups
+
+
+class TlsSection(Section):
+    enabled: bool = Field(False, description="Connect over TLS.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) that signed the broker's certificate. Unset: the system CAs."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate, for brokers that require one.")
+    key_file: Path | None = Field(None, description="Private key of the client certificate.")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be set together")
+        return self
+
+
+class HomeAssistantSection(Section):
+    discovery: bool = Field(
+        False, description="Publish Home Assistant MQTT discovery: stats sensors and a capture button."
+    )
+    prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
+
+
+class MqttSection(Section):
+    enabled: bool = Field(True, description="Connect to a broker at all (off: a stand-alone exhibit).")
+    host: str = Field("localhost", description="Broker host name or address.")
+    port: int | None = Field(None, ge=1, le=65535, description="Broker port. Unset: 1883, or 8883 with TLS.")
+    client_id: str | None = Field(None, description="MQTT client id. Unset: portrait-<device id>.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="Keepalive interval in seconds.")
+    username: str | None = Field(None, description="User name for the broker.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (first line). Never put the password itself here."
+    )
+    password_credential: str | None = Field(
+        None,
+        description="Name of a systemd credential (LoadCredential=NAME:...) holding the password, "
+        "read from $CREDENTIALS_DIRECTORY/NAME.",
+    )
+    tls: TlsSection = Field(default_factory=TlsSection, description="TLS settings.")
+    topic_prefix: str = Field("portrait", pattern=r"^[A-Za-z0-9_.-]+$", description="First topic level.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles per failure.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
+    max_auth_failures: int = Field(
+        5,
+        ge=0,
+        description="Before the first successful connection: give up after this many refusals by the "
+        "broker (bad credentials, not authorized) or TLS failures (wrong CA, bad certificate) and exit "
+        "with code 2. 0: keep retrying forever. An unreachable broker is always retried, never fatal.",
+    )
+    stats_interval_s: float = Field(30.0, ge=1, description="Seconds between stats messages.")
+    max_payload_bytes: int = Field(
+        6_000_000, ge=1024, description="Commands larger than this are refused with an error reply."
+    )
+    outbox_max_events: int = Field(
+        10_000, ge=10, description="Events kept on disk while the broker is away; beyond it the oldest go."
+    )
+    homeassistant: HomeAssistantSection = Field(
+        default_factory=HomeAssistantSection, description="Home Assistant discovery."
+    )
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttSection:
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("set password_file or password_credential, not both")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else (8883 if self.tls.enabled else 1883)
+
+    def read_password(self, env: dict[str, str] | None = None) -> str | None:
+        """The password from its file or systemd credential; never stored in the config model."""
+        env = dict(os.environ) if env is None else env
+        if self.password_credential is not None:
+            folder = env.get("CREDENTIALS_DIRECTORY")
+            if not folder:
+                raise ConfigError(
+                    "mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
+                    "(add LoadCredential= to the unit, or use mqtt.password_file)"
+                )
+            path, key = Path(folder) / self.password_credential, "mqtt.password_credential"
+        elif self.password_file is not None:
+            path, key = self.password_file, "mqtt.password_file"
+        else:
+            return None
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        return lines[0] if lines else ""
+
+
+class JobsSection(Section):
+    queue_size: int = Field(50, ge=1, description="Most jobs waiting or running; more are rejected.")
+    timeout_s: float = Field(600.0, gt=0, description="A job running longer than this is stopped and failed.")
+    max_attempts: int = Field(
+        3, ge=1, description="A job interrupted by a crash is resumed until it has started this many times."
+    )
+    retention_hours: float = Field(
+        1.0, ge=0, description="Visitor photos and their clips are deleted after this many hours."
+    )
+    keep_finished_days: float = Field(7.0, ge=0, description="Finished job records are kept this many days.")
+    photo_dirs: list[Path] = Field(
+        default_factory=list, description="Folders a command may name a photo in; any other path is refused."
+    )
+    audio_dirs: list[Path] = Field(
+        default_factory=list, description="Folders a command may name an audio file in."
+    )
+    max_photo_bytes: int = Field(
+        4_000_000, ge=1024, description="Largest photo a command may carry inline (base64), decoded."
+    )
+    progress_interval_s: float = Field(1.0, ge=0, description="Least seconds between two progress events.")
+    shutdown_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="On SIGTERM a running job that will end within this many seconds is finished; "
+        "otherwise it is stopped and re-queued.",
+    )
+
+
+class OutputSection(Section):
+    clips_dir: Path | None = Field(None, description="Where clips are saved. Unset: <state_dir>/clips.")
+    display: Literal["off", "window", "fullscreen"] = Field(
+        "off", description="Show the animation on a screen: a window, fullscreen (kiosk), or not at all."
+    )
+    fps: int = Field(25, ge=1, le=60, description="Frame rate of clips unless a command asks otherwise.")
+    size: int | None = Field(
+        512, ge=64, le=4096, description="Longest side of clips unless a command asks otherwise; unset: the photo's."
+    )
+
+
+class Script(Section):
+    """One thing to say: text spoken by TTS, or a recorded audio file."""
+
+    text: str | None = Field(None, min_length=1, max_length=5000, description="Text to speak.")
+    audio: Path | None = Field(None, description="A recorded speech file (WAV) instead of text.")
+    transcript: str | None = Field(None, description="What the audio says (better lip sync).")
+    lang: str = Field("en", description="Language of the text, e.g. 'en', 'de', 'fr'.")
+    voice: str | None = Field(None, description="TTS voice; unset: the language's default.")
+
+    @model_validator(mode="after")
+    def _text_or_audio(self) -> Script:
+        if (self.text is None) == (self.audio is None):
+            raise ValueError("give either text or audio")
+        return self
+
+
+class PortraitSection(Section):
+    photo: Path | None = Field(None, description="The portrait to bring to life.")
+    playlist: list[Script] = Field(default_factory=list, description="Scripts played in turn.")
+    schedule_interval_s: float = Field(
+        300.0, ge=0, description="Play the next script this many seconds after the last began; 0: never."
+    )
+    visitor_frames: int = Field(
+        10, ge=0, description="Play when a face is seen in this many camera frames in a row; 0: never."
+    )
+    visitor_cooldown_s: float = Field(
+        30.0, ge=0, description="After a visitor triggered a script, ignore visitors this many seconds."
+    )
+
+
+class CaptureSection(Section):
+    line: Script = Field(
+        default_factory=lambda: Script(text="Hello! This is me, talking."),
+        description="What the visitor's face says.",
+    )
+
+
+class MirrorSection(Section):
+    photo: Path | None = Field(None, description="The portrait that mirrors the visitor. Unset: portrait.photo.")
+
+
+class GeneratorSection(Section):
+    backend: str = Field(
+        "auto", description="Generator runtime: auto, onnxruntime, openvino, tflite, or none (warp only)."
+    )
+
+
+class LogSection(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Least level logged.")
+    format: Literal["kv", "json"] = Field("kv", description="key=value lines, or one JSON object a line.")
+
+
+class AppConfig(Section):
+    mode: Mode = Field("portrait", description="What the device does: portrait, capture or mirror.")
+    device: DeviceSection = Field(default_factory=DeviceSection, description="Identity and storage.")
+    mqtt: MqttSection = Field(default_factory=MqttSection, description="Broker connection.")
+    jobs: JobsSection = Field(default_factory=JobsSection, description="Job queue.")
+    output: OutputSection = Field(default_factory=OutputSection, description="Clips and display.")
+    portrait: PortraitSection = Field(default_factory=PortraitSection, description="Portrait mode.")
+    capture: CaptureSection = Field(default_factory=CaptureSection, description="Capture-and-animate mode.")
+    mirror: MirrorSection = Field(default_factory=MirrorSection, description="Mirror mode.")
+    generator: GeneratorSection = Field(default_factory=GeneratorSection, description="Generator runtime.")
+    camera: CameraConfig | None = Field(None, description="The camera; unset: no camera (jobs only).")
+    log: LogSection = Field(default_factory=LogSection, description="Logging.")
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.output.clips_dir or self.device.state_dir / "clips"
+
+    @property
+    def media_dir(self) -> Path:
+        """Visitor photos and their clips: everything here is deleted after the retention."""
+        return self.device.state_dir / "media"
+
+    def revision(self) -> str:
+        """A short hash of the effective config, reported in `state` so operators see what runs."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# Keys that a `config` command may change but that only take effect after a restart.
+RESTART_KEYS = ("device.", "mqtt.", "generator.", "camera", "log.")
+HOT_MQTT_KEYS = ("mqtt.stats_interval_s", "mqtt.max_payload_bytes", "mqtt.homeassistant.")
+# Keys a command may not change: the override file itself lives in state_dir.
+LOCKED_KEYS = ("device.state_dir",)
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, what is wrong) for each error, e.g. ('mqtt.port', 'Input should be ... (got 'x')')."""
+    out = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        # A discriminated union puts the tag in the location (camera.file.path): drop it.
+        if len(loc) > 1 and loc[0] == "camera" and loc[1] in ("file", "opencv", "picamera2"):
+            del loc[1]
+        key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = error["msg"]
+            value = error.get("input")
+            if not isinstance(value, dict | list) and error["type"] not in ("missing", "value_error"):
+                message += f" (got {value!r})"
+        out.append((key, message))
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+
+
+def validate(raw: dict[str, Any], source: str) -> AppConfig:
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{key}: {message}" for key, message in describe_errors(exc)]
+        raise ConfigError(f"config {source}: " + "; ".join(lines)) from None
+
+
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of base with changes applied; tables merge key by key, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'jobs': {'queue_size': 5}} -> {'jobs.queue_size': 5}; lists stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class ConfigStore:
+    """The config file plus the persisted MQTT overrides: load, change, persist atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = read_toml(path)
+        # The file alone must be valid: an error in it is the operator's to fix, exit 2.
+        base_config = validate(self.base, str(path))
+        self.override_path = base_config.device.state_dir / OVERRIDE_FILE
+        self.overrides: dict[str, Any] = {}
+        self.override_error: str | None = None
+        self.config = base_config
+        if self.override_path.exists():
+            try:
+                overrides = json.loads(self.override_path.read_text())
+                if not isinstance(overrides, dict):
+                    raise ValueError("not a JSON object")
+                self.config = validate(deep_merge(self.base, overrides), str(self.override_path))
+                self.overrides = overrides
+            except (OSError, ValueError, ConfigError) as exc:
+                # A stale override (the file changed under it) must not brick the device: run the file.
+                self.override_error = f"ignored {self.override_path}: {exc}"
+
+    def check_change(self, changes: dict[str, Any]) -> tuple[AppConfig, list[str]]:
+        """The config after `changes` and the dotted keys they change; raises ConfigError naming a key."""
+        changed_keys = [k for k in flatten(changes) if k.startswith(LOCKED_KEYS)]
+        if changed_keys:
+            message = "cannot be changed over MQTT"
+            raise ConfigError(f"{changed_keys[0]}: {message}", changed_keys[0], message)
+        merged = deep_merge(self.base, deep_merge(self.overrides, changes))
+        try:
+            new = AppConfig.model_validate(merged)
+        except ValidationError as exc:
+            key, message = describe_errors(exc)[0]
+            raise ConfigError(f"{key}: {message}", key, message) from None
+        old_flat = flatten(self.config.model_dump(mode="json"))
+        new_flat = flatten(new.model_dump(mode="json"))
+        keys = sorted(k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k))
+        return new, keys
+
+    def apply(self, changes: dict[str, Any]) -> tuple[AppConfig, list[str]]:
+        """Validate, persist (temp file + rename, so a power cut leaves old or new) and adopt."""
+        new, keys = self.check_change(changes)
+        overrides = deep_merge(self.overrides, changes)
+        atomic_write(self.override_path, json.dumps(overrides, indent=2, sort_keys=True).encode())
+        self.overrides, self.config = overrides, new
+        return new, keys
+
+
+def needs_restart(key: str) -> bool:
+    return key.startswith(RESTART_KEYS) and not key.startswith(HOT_MQTT_KEYS)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dir_fd)
+
+
+def load_config(path: Path) -> AppConfig:
+    """The effective config (file + overrides); raises ConfigError (exit 2) naming the bad key."""
+    return ConfigStore(path).config

@@ -1,0 +1,336 @@
+"""The device's MQTT link: paho-mqtt 2.x, MQTT v5, QoS 1, the topics of DESIGN 4.4.
+
+    portrait/<id>/availability   retained  online | offline (Last Will)
+    portrait/<id>/state          retained  JSON
+    portrait/<id>/stats                    JSON, every mqtt.stats_interval_s
+    portrait/<id>/events                   JSON, through the on-disk outbox
+    portrait/<id>/cmd/<verb>               commands in; replies on the v5 ResponseTopic with the
+    portrait/group/<group>/cmd/<verb>      CorrelationData, else on portrait/<id>/reply
+
+Connection policy: paho's network thread (loop_start) connects and reconnects, with exponential
+backoff from reconnect_min_s to reconnect_max_s. Every failure is logged with its cause:
+- an unreachable broker (refused, timeout, DNS) is retried forever: the exhibit keeps running;
+- a broker that refuses us (CONNACK: bad user name or password, not authorized) or a TLS failure (wrong
+  CA, bad certificate) is a misconfiguration: before the first successful connection it is retried
+  `max_auth_failures` times, then `fatal` is set and the daemon exits with code 2 (the unit does not
+  restart on 2). After one success everything is retried forever: a broker restarting with a changed
+  ACL must not kill the exhibit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from device.service.config import ConfigError, MqttSection
+from device.service.logs import kv
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, Properties | None], None]
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    device_id: str
+    groups: tuple[str, ...] = ()
+    base: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", f"{self.prefix}/{self.device_id}")
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def reply(self) -> str:
+        return f"{self.base}/reply"
+
+    def command(self, verb: str) -> str:
+        return f"{self.base}/cmd/{verb}"
+
+    def command_filters(self) -> list[str]:
+        return [f"{self.base}/cmd/+"] + [f"{self.prefix}/group/{g}/cmd/+" for g in self.groups]
+
+
+class Delivery:
+    """One tracked QoS 1 publish: `wait()` returns the PUBACK's reason code, or None if not yet."""
+
+    def __init__(self, link: MqttLink, mid: int, after: int) -> None:
+        self.link, self.mid, self.after = link, mid, after
+
+    def wait(self, timeout: float) -> ReasonCode | None:
+        return self.link._wait_ack(self.mid, self.after, timeout)
+
+
+class MqttLink:
+    def __init__(
+        self,
+        cfg: MqttSection,
+        topics: Topics,
+        on_message: MessageHandler,
+        on_connected: Callable[[], None] | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self.on_message = on_message
+        self.on_connected = on_connected
+        self.connected = threading.Event()
+        self.fatal: str | None = None  # set when we gave up: the daemon exits with code 2
+        self.ever_connected = False
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refusals = 0
+        # PUBACK bookkeeping: mid -> (reason, ack number). The number tells a fresh ack from a stale
+        # one of an earlier message that had the same (recycled) mid. See Delivery.
+        self._acks: dict[int, tuple[ReasonCode, int]] = {}
+        self._ack_count = 0
+        self._ack_cond = threading.Condition()
+
+        client_id = cfg.client_id or f"portrait-{topics.device_id}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        self.client.will_set(topics.availability, "offline", qos=1, retain=True)
+        if cfg.username is not None:
+            self.client.username_pw_set(cfg.username, password)
+        if cfg.tls.enabled:
+            try:
+                self.client.tls_set(
+                    ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"mqtt.tls: cannot load the CA or client certificate: {exc}") from None
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        self.client.connect_async(cfg.host, cfg.effective_port(), cfg.keepalive_s, clean_start=True)
+        self.client.loop_start()  # paho's network thread: connects, reconnects with backoff, sends
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Say `offline` (a clean disconnect does not fire the Last Will), disconnect, end the loop."""
+        self._stop.set()
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.availability, "offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):  # not sent: the Last Will says it
+                info.wait_for_publish(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _failed(self, permanent: bool, reason: str) -> None:
+        """One failed connection attempt: log its cause; give up on a misconfiguration (see module doc)."""
+        self.last_error = reason
+        if self._stop.is_set():
+            return
+        if permanent and not self.ever_connected:
+            self.refusals += 1
+            limit = self.cfg.max_auth_failures
+            log.error("mqtt connect failed", extra=kv(reason=reason, attempt=self.refusals, limit=limit or "none"))
+            if limit and self.refusals >= limit:
+                self.fatal = f"{reason} (gave up after {self.refusals} attempts)"
+                self.client.disconnect()  # ends paho's retry loop; the daemon sees `fatal` and exits 2
+        else:
+            log.warning("mqtt connect failed; retrying", extra=kv(reason=reason))
+
+    def _diagnose(self) -> tuple[bool, str]:
+        """Why paho could not connect (its callback does not say): (permanent?, reason).
+
+        Repeats the TCP connect and the TLS handshake with the same settings, to name the cause:
+        a TLS failure (wrong CA, bad certificate) is a misconfiguration; anything else may pass.
+        """
+        cfg = self.cfg
+        where = f"{cfg.host}:{cfg.effective_port()}"
+        try:
+            sock = socket.create_connection((cfg.host, cfg.effective_port()), timeout=5)
+        except OSError as exc:
+            return False, f"cannot reach broker {where}: {exc}"
+        with sock:
+            if not cfg.tls.enabled:
+                return False, f"connection to broker {where} failed"
+            try:
+                context = ssl.create_default_context(cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
+                if cfg.tls.cert_file and cfg.tls.key_file:
+                    context.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
+                with context.wrap_socket(sock, server_hostname=cfg.host):
+                    pass
+            except ssl.SSLError as exc:
+                return True, f"TLS handshake with {where} failed: {exc}"
+            except OSError as exc:
+                return False, f"TLS connection to {where} failed: {exc}"
+        return False, f"connection to broker {where} failed"
+
+    # -- paho callbacks (network thread: never block here) ----------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            where = f"{self.cfg.host}:{self.cfg.effective_port()}"
+            self._failed(True, f"broker {where} refused the connection: {reason}")
+            return
+        if self._stop.is_set():
+            return  # shutting down: an `online` now would outlive us
+        self.ever_connected = True
+        self.last_error = None
+        for topic in self.topics.command_filters():
+            client.subscribe(topic, qos=1)
+        # Subscribed before `online` goes out: whoever sees `online` can send commands right away.
+        client.publish(self.topics.availability, "online", qos=1, retain=True)
+        self.connected.set()
+        log.info("mqtt connected", extra=kv(host=self.cfg.host, port=self.cfg.effective_port()))
+        if self.on_connected is not None:
+            try:
+                self.on_connected()
+            except Exception:
+                log.exception("on_connected hook failed")
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._failed(*self._diagnose())
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and not self._stop.is_set():
+            self.last_error = f"connection lost: {reason}"
+            log.warning("mqtt connection lost; reconnecting", extra=kv(reason=str(reason)))
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            self.on_message(message.topic, message.payload, getattr(message, "properties", None))
+        except Exception:
+            log.exception("command dispatch failed", extra=kv(topic=message.topic))
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        # Called with paho's message lock held: only touch our own condition, never paho.
+        with self._ack_cond:
+            self._ack_count += 1
+            self._acks[mid] = (reason, self._ack_count)
+            self._ack_cond.notify_all()
+
+    def _wait_ack(self, mid: int, after: int, timeout: float) -> ReasonCode | None:
+        with self._ack_cond:
+            self._ack_cond.wait_for(lambda: mid in self._acks and self._acks[mid][1] > after, timeout)
+            entry = self._acks.get(mid)
+            if entry is None or entry[1] <= after:
+                return None
+            del self._acks[mid]
+            return entry[0]
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False, props: Properties | None = None) -> Any:
+        """Fire and forget at QoS 1 (paho keeps it and sends it after a reconnect)."""
+        return self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
+
+    def publish_json(self, topic: str, doc: dict[str, Any], retain: bool = False) -> Any:
+        return self.publish(topic, json.dumps(doc, default=str), retain=retain)
+
+    def publish_tracked(self, topic: str, payload: bytes, retain: bool = False) -> Delivery:
+        with self._ack_cond:
+            after = self._ack_count  # any ack counted after this belongs to a message sent from now on
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        return Delivery(self, info.mid, after)
+
+    def reply(self, request_props: Properties | None, doc: dict[str, Any]) -> None:
+        """Answer a command on its v5 response topic with its correlation data, else on .../reply."""
+        topic = getattr(request_props, "ResponseTopic", None) if request_props is not None else None
+        correlation = getattr(request_props, "CorrelationData", None) if request_props is not None else None
+        if not topic or any(c in topic for c in "+#") or "/cmd/" in topic:
+            # Never let a request aim our reply at a command topic (ours or another device's).
+            topic = self.topics.reply
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        self.publish(topic, json.dumps(doc, default=str), props=props)
+
+
+def discovery_messages(
+    topics: Topics, ha_prefix: str, app_version: str, kind: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Home Assistant MQTT discovery: one sensor per stats field and a button for capture."""
+    node = f"portrait_{topics.device_id}".replace(".", "_").replace("-", "_")
+    device = {
+        "identifiers": [node],
+        "name": f"Talking Portrait {topics.device_id}",
+        "model": f"Talking Portrait ({kind})",
+        "manufacturer": "Talking Portrait",
+        "sw_version": app_version,
+    }
+    common = {
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+    }
+    sensors = [
+        ("fps", "Frame rate", "{{ value_json.fps }}", "fps", None),
+        ("frame_ms_p95", "Frame time p95", "{{ (value_json.frame_ms or {}).p95 }}", "ms", "duration"),
+        ("generator_ms_p95", "Generator time p95", "{{ (value_json.generator_ms or {}).p95 }}", "ms", "duration"),
+        ("queue_depth", "Queue depth", "{{ value_json.queue_depth }}", None, None),
+        ("cpu_percent", "CPU", "{{ value_json.cpu_percent }}", "%", None),
+        ("rss_bytes", "Memory", "{{ value_json.rss_bytes }}", "B", "data_size"),
+        ("temperature_c", "Temperature", "{{ value_json.temperature_c }}", "°C", "temperature"),
+        ("disk_free_bytes", "Disk free", "{{ value_json.disk_free_bytes }}", "B", "data_size"),
+        ("dropped_frames", "Dropped frames", "{{ value_json.dropped_frames }}", None, None),
+    ]
+    messages = []
+    for key, name, template, unit, device_class in sensors:
+        config: dict[str, Any] = {
+            "name": name,
+            "unique_id": f"{node}_{key}",
+            "state_topic": topics.stats,
+            "value_template": template,
+            "state_class": "measurement",
+            **common,
+        }
+        if unit:
+            config["unit_of_measurement"] = unit
+        if device_class:
+            config["device_class"] = device_class
+        messages.append((f"{ha_prefix}/sensor/{node}/{key}/config", config))
+    button = {
+        "name": "Capture",
+        "unique_id": f"{node}_capture",
+        "command_topic": topics.command("capture"),
+        "payload_press": "{}",
+        **common,
+    }
+    messages.append((f"{ha_prefix}/button/{node}/capture/config", button))
+    return messages
