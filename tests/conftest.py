@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Before numpy loads (see device/__init__.py): one BLAS thread, or it fights the TFLite threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import subprocess
 import sys
 from pathlib import Path

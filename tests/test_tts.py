@@ -119,7 +119,7 @@ def test_voice_and_rate_change_the_speech(hello: Speech) -> None:
 def test_concurrent_calls_are_serialized(hello: Speech) -> None:
     # eSpeak is one global C engine: calls from several threads must not mix their audio or phones.
     # (Its output is not bit-exact from call to call: the voice's pitch flutter carries its phase over,
-    # moving a phone by well under a millisecond.)
+    # moving phones and the end by up to ~10 ms after other languages were spoken in the same process.)
     results: list[tuple[str, Speech | BaseException]] = []
 
     def speak(lang: str) -> None:
@@ -138,10 +138,10 @@ def test_concurrent_calls_are_serialized(hello: Speech) -> None:
     for lang, result in results:
         assert isinstance(result, Speech)
         expected = hello if lang == "en" else german
-        assert abs(len(result.audio) - len(expected.audio)) < 0.005 * expected.sample_rate
+        assert abs(len(result.audio) - len(expected.audio)) < 0.02 * expected.sample_rate
         assert [p.phone for p in result.phones] == [p.phone for p in expected.phones]
         starts = np.array([p.start for p in result.phones]) - [p.start for p in expected.phones]
-        assert np.abs(starts).max() < 0.005
+        assert np.abs(starts).max() < 0.02
 
 
 def test_text_to_phonemes() -> None:

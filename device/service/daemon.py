@@ -318,9 +318,8 @@ class Daemon:
 
     def _grab_frame(self) -> Any:
         grab = getattr(self.modes.stage, "grab_photo", None)
-        if callable(grab):  # the live loop owns the camera: take its current frame
-            frame = grab()
-        else:
+        frame = grab() if callable(grab) else None  # the live loop owns the camera: take its frame
+        if frame is None:
             from device.capture import open_camera
 
             assert self.config.camera is not None
@@ -705,6 +704,10 @@ def serve(
         return EXIT_CONFIG
     setup_logging(store.config.log.level, store.config.log.format)
     try:
+        if stage_factory is None:
+            from device.service.live import default_stage
+
+            stage_factory = default_stage
         daemon = Daemon(store, animator_factory, stage_factory)
     except (ConfigError, BadInput) as exc:
         log.error("cannot start", extra=kv(error=str(exc)))

@@ -181,14 +181,14 @@ class ModeController:
             raise ModeUnavailable(f"say is for portrait mode; the device is in {self.mode} mode")
         with self._lock:
             self.scheduler.played()
-        if self.stage is not None:
+        if self.stage is not None and getattr(self.stage, "live_output", True):
             self.stage.play(script)
             return {"played": "live"}
         return self.render_clip(script)
 
     def tick(self, now: float | None = None) -> None:
         """From the main loop: start the next playlist script when it is due (live stage only)."""
-        if self.mode != "portrait" or self.stage is None:
+        if self.mode != "portrait" or self.stage is None or not getattr(self.stage, "live_output", True):
             return
         with self._lock:
             due = self.scheduler.due(now)
