@@ -114,6 +114,16 @@ def cmd_languages(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from export.pipeline import main as export_main
+    except ImportError as error:
+        raise PortraitError(
+            f"the export toolchain is not installed ({error}): pip install 'talking-portrait[export]'"
+        ) from error
+    return export_main(args.export_args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from device.service.daemon import serve
@@ -169,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     languages.add_argument("--voices", action="store_true", help="list voice variants instead")
     languages.set_defaults(func=cmd_languages)
 
+    export = sub.add_parser(
+        "export",
+        help="quantize the generator to INT8 bundles (needs the export extra; --help for its options)",
+        add_help=False,
+    )
+    export.add_argument("export_args", nargs=argparse.REMAINDER)
+    export.set_defaults(func=cmd_export)
+
     serve = sub.add_parser("serve", help="run the appliance daemon (systemd starts exactly this)")
     serve.add_argument("--config", required=True, help="TOML config file")
     serve.add_argument("--check-config", action="store_true", help="validate the config and exit")
@@ -177,8 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["export"]:
+        # The export toolchain parses its own options (argparse's REMAINDER drops a leading --help).
+        args = argparse.Namespace(func=cmd_export, export_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except BadInput as error:

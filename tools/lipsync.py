@@ -30,14 +30,16 @@ class LipSyncReport:
     expected: np.ndarray
 
 
-def evaluate(photo: Path | None, text: str, lang: str = "en", fps: int = 25, analyzer=None) -> LipSyncReport:
+def evaluate(
+    photo: Path | None, text: str, lang: str = "en", fps: int = 25, analyzer=None, backend: str = "none"
+) -> LipSyncReport:
     from device import assets
     from device.face import topology as topo
     from device.motion.visemes import mouth_track, openness
     from device.outputs.video import read_frames
     from device.pipeline import AnimateRequest, Animator
 
-    animator = Animator(backend="none")
+    animator = Animator(backend=backend)
     analyzer = analyzer or animator.analyzer
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lipsync.mp4"
@@ -78,8 +80,9 @@ def main() -> None:
     parser.add_argument("photo", nargs="?")
     parser.add_argument("--text", default=DEFAULT_TEXT)
     parser.add_argument("--lang", default="en")
+    parser.add_argument("--backend", default="none", help="generator runtime (default: none, the warp alone)")
     args = parser.parse_args()
-    report = evaluate(Path(args.photo) if args.photo else None, args.text, args.lang)
+    report = evaluate(Path(args.photo) if args.photo else None, args.text, args.lang, backend=args.backend)
     print(f"{'photo':<40} {'frames':>6} {'pearson r':>10} {'open vowels':>12} {'m/b/p+silence':>14}")
     print(
         f"{args.photo or 'sample (astronaut)':<40} {report.frames:>6} {report.pearson_r:>10.3f} "

@@ -1,24 +1,111 @@
-"""Generator runtimes: one backend per runtime behind one small interface (see DESIGN 4.2, 4.3).
+"""Generator runtimes: one backend per runtime behind one small interface (base.Backend; see DESIGN
+4.2, 4.3), each an optional import, Frigate-detector-plugin style.
 
-The trained generator and its backends arrive with the export toolchain; until a model bundle is
-installed, `load_generator` returns None and frames render with the warp alone.
+`load_generator(backend)` opens the installed model bundle (signature and file hashes verified), loads
+its model on the chosen runtime, checks the shapes against the manifest's contract, warms up with the
+golden vectors, and returns the renderer's generator stage. "none" is the warp alone; "auto" is the
+fastest installed runtime the bundle has a model for (by the latency measured at export), or the
+warp alone when no bundle is installed or the bundle's generator does not beat the warp on held-out faces.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
 from device.errors import BadInput
 
 BACKENDS = ("auto", "none", "onnxruntime", "openvino", "tflite")
+_MODULES = {
+    "onnxruntime": ("device.runtime.onnxruntime", "OnnxRuntimeBackend"),
+    "openvino": ("device.runtime.openvino", "OpenVinoBackend"),
+    "tflite": ("device.runtime.tflite", "TfliteBackend"),
+}
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "models" / "bundles" / "default"
 
 
-def load_generator(backend: str = "auto"):  # -> GeneratorStage | None
+def backend_class(name: str):
+    module, cls = _MODULES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def runtime_status() -> dict[str, bool]:
+    """Which runtimes are importable here (a missing one is reported, not fatal)."""
+    return {name: backend_class(name).available() for name in _MODULES}
+
+
+def bundle_path() -> Path | None:
+    """The installed bundle: $PORTRAIT_BUNDLE, else the asset cache's, else the default one in the repository."""
+    env = os.environ.get("PORTRAIT_BUNDLE")
+    if env:
+        return Path(env)
+    from device.assets import assets_dir
+
+    for candidate in (assets_dir() / "bundles" / "current", DEFAULT_BUNDLE):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    return None
+
+
+def _open_bundle(path: Path | None = None, keys: list | None = None):
+    from device.runtime.bundle import Bundle
+
+    path = path or bundle_path()
+    return None if path is None else Bundle(path, keys=keys)
+
+
+def installed_backends(bundle=None) -> list[str]:
+    """Generator backends usable now: importable here and present in the installed bundle, fastest first."""
+    try:
+        bundle = bundle or _open_bundle()
+    except BadInput:
+        return []
+    if bundle is None:
+        return []
+    status = runtime_status()
+    names = [n for n in bundle.runtimes if status.get(n)]
+    return sorted(names, key=lambda n: bundle.runtime(n).get("latency_ms", {}).get("p50", float("inf")))
+
+
+def load_generator(
+    backend: str = "auto",
+    bundle: str | Path | None = None,
+    threads: int = 2,
+    device: str | None = None,
+    keys: list | None = None,
+):
+    """The generator stage on `backend` (GeneratorStage), or None for the warp alone."""
     if backend not in BACKENDS:
         raise BadInput(f"--backend {backend}: unknown; choose one of {', '.join(BACKENDS)}")
-    if backend in ("auto", "none"):
+    if backend == "none":
         return None
-    raise BadInput(f"--backend {backend}: no generator model bundle is installed yet; use --backend none (warp only)")
+    if backend == "auto" and importlib.util.find_spec("cryptography") is None:
+        warnings.warn("no generator: bundles cannot be verified without the cryptography package", stacklevel=2)
+        return None
+    opened = _open_bundle(Path(bundle) if bundle else None, keys)
+    if opened is None:
+        if backend == "auto":
+            return None
+        raise BadInput(f"--backend {backend}: no generator model bundle is installed; use --backend none (warp only)")
+    if backend == "auto":
+        if not opened.use_by_default:
+            return None  # the bundle's own evaluation says the warp alone looks better
+        candidates = installed_backends(opened)
+        if not candidates:
+            return None
+        backend = candidates[0]
+    cls = backend_class(backend)
+    if not cls.available():
+        raise BadInput(
+            f"--backend {backend}: the {backend} runtime is not installed (pip install {backend}"
+            f"{' / ai-edge-litert' if backend == 'tflite' else ''})"
+        )
+    entry = opened.runtime(backend)
+    from device.runtime.stage import BundleGenerator
 
-
-def installed_backends() -> list[str]:
-    """Generator backends usable now (none until a model bundle is installed)."""
-    return []
+    stage = BundleGenerator(opened, cls(opened.files(backend), entry, opened.contract, threads=threads, device=device))
+    stage.health_check()  # warm-up with the golden vectors
+    return stage

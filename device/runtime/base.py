@@ -1,0 +1,65 @@
+"""The one small interface every generator runtime implements (Frigate-detector-plugin style).
+
+A backend gets the bundle's entry for its runtime (files already verified by hash, tensor names and
+layout) and the generator contract, and runs one crop: `run(x)` takes and returns the contract's
+canonical NCHW float32 tensors, whatever layout its own file uses.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import BadInput
+
+
+class Backend(ABC):
+    name: str = ""  # the runtime's name in --backend and in the bundle manifest
+    modules: tuple[str, ...] = ()  # any one of these importable = the runtime is installed
+
+    def __init__(self, files: list[Path], entry: dict, contract: dict, threads: int = 2, device: str | None = None):
+        self.files, self.entry, self.contract, self.threads, self.device = files, entry, contract, threads, device
+        self.layout = entry.get("layout", "NCHW")
+        self.input_name = entry.get("input", contract["inputs"][0]["name"])
+        self.output_name = entry.get("output", contract["outputs"][0]["name"])
+        self.input_shape = list(contract["inputs"][0]["shape"])
+        self.output_shape = list(contract["outputs"][0]["shape"])
+        self.load()
+        self._check_shapes()
+
+    @classmethod
+    def available(cls) -> bool:
+        return any(importlib.util.find_spec(m) is not None for m in cls.modules)
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """One inference in the file's own layout."""
+
+    @abstractmethod
+    def io_shapes(self) -> tuple[list[int], list[int]]:
+        """The model file's input and output shapes, in its own layout."""
+
+    def _to_own(self, shape: list[int]) -> list[int]:
+        return [shape[0], shape[2], shape[3], shape[1]] if self.layout == "NHWC" else list(shape)
+
+    def _check_shapes(self) -> None:
+        got_in, got_out = self.io_shapes()
+        want_in, want_out = self._to_own(self.input_shape), self._to_own(self.output_shape)
+        if list(got_in) != want_in or list(got_out) != want_out:
+            raise BadInput(
+                f"model bundle: the {self.name} model takes {list(got_in)} -> {list(got_out)} but the manifest's "
+                f"contract says {want_in} -> {want_out} ({self.layout}); the bundle does not match its files"
+            )
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float32 in, NCHW float32 out (the contract's canonical layout)."""
+        x = np.ascontiguousarray(x, np.float32)
+        if self.layout == "NHWC":
+            return np.ascontiguousarray(self._run(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2))
+        return self._run(x)

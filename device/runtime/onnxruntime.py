@@ -1,0 +1,36 @@
+"""ONNX Runtime backend: CPU here; the TensorRT and CUDA providers first where they exist (Jetson)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device.runtime.base import Backend
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    modules = ("onnxruntime",)
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        providers = [p for p in PREFERRED_PROVIDERS if p in available]
+        if self.device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.files[0]), options, providers=providers)
+        self.providers = self.session.get_providers()
+
+    def io_shapes(self):
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        return inputs.get(self.input_name, []), outputs.get(self.output_name, [])
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]

@@ -1,0 +1,86 @@
+"""The generator stage of the renderer: aligned crop -> generator on the chosen runtime -> paste back.
+
+It implements device.render.renderer.GeneratorStage. The crop size, the alignment template, the
+tensor layout and names all come from the bundle's contract.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from device.errors import PortraitError
+from device.runtime import crop as cropping
+from device.runtime.base import Backend
+from device.runtime.bundle import Bundle, psnr
+
+MASK_EPSILON = 1.0 / 255.0
+
+
+class BundleGenerator:
+    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+        self.bundle, self.backend = bundle, backend
+        self.name = f"{backend.name}:{bundle.name}-{bundle.version}"
+        contract = bundle.contract
+        self.size = int(contract["crop_size"])
+        self.template = contract.get("alignment", {}).get("template", cropping.DEFAULT_TEMPLATE)
+        self.channels = int(contract["inputs"][0]["shape"][1])
+        self.golden_psnr = None
+
+    def health_check(self, min_psnr: float | None = None) -> float:
+        """Run the golden vectors (this is also the warm-up); PortraitError when below the bundle's floor."""
+        inputs, expected = self.bundle.golden()
+        floor = float(self.bundle.manifest["golden"].get("min_psnr", 30.0) if min_psnr is None else min_psnr)
+        worst = 99.0
+        for x, y in zip(inputs, expected, strict=True):
+            out = self.backend.run(x[None])[0]
+            worst = min(worst, psnr(np.clip(out, 0, 1), y))
+        self.golden_psnr = worst
+        if worst < floor:
+            raise PortraitError(
+                f"generator {self.name}: golden vectors give {worst:.1f} dB, below the bundle's "
+                f"floor of {floor:.1f} dB; the runtime or the model is broken"
+            )
+        return worst
+
+    def latency_ms(self, runs: int = 20) -> float:
+        x = np.zeros([1, self.channels, self.size, self.size], np.float32)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.backend.run(x)
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.median(times))
+
+    def refine_crop(self, crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One generator call on an aligned crop (SxSx3 uint8 RGB, SxS float mask) -> SxSx3 float 0..255."""
+        x = np.empty((1, self.channels, self.size, self.size), np.float32)
+        x[0, :3] = crop.transpose(2, 0, 1) * (1.0 / 255.0)
+        x[0, 3] = mask
+        return self.backend.run(x)[0].transpose(1, 2, 0) * 255.0
+
+    def refine(self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray) -> np.ndarray:
+        ys, xs = np.nonzero(repair_mask > MASK_EPSILON)
+        if len(ys) == 0:
+            return frame
+        size = self.size
+        matrix = cropping.align_matrix(landmarks, size, self.template)
+        crop = cropping.extract(frame, matrix, size)
+        mask = np.clip(cropping.extract(repair_mask, matrix, size), 0.0, 1.0)
+        delta = self.refine_crop(crop, mask) - crop.astype(np.float32)
+        # Paste back only the change, only over the mask's box: nothing else is resampled.
+        height, width = frame.shape[:2]
+        x0, y0 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
+        x1, y1 = min(int(xs.max()) + 3, width), min(int(ys.max()) + 3, height)
+        back = cropping.invert(matrix)
+        back[:, 2] -= (x0, y0)
+        delta_frame = cv2.warpAffine(
+            delta, back, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
+        feather = repair_mask[y0:y1, x0:x1, None]
+        out = frame.copy()
+        patch = out[y0:y1, x0:x1].astype(np.float32) + delta_frame * np.minimum(feather * 1.5, 1.0)
+        out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
+        return out

@@ -1,0 +1,5 @@
+import sys
+
+from export.pipeline import main
+
+sys.exit(main())

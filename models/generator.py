@@ -1,0 +1,134 @@
+"""The refinement generator: a small U-Net on the aligned face crop, built for INT8 on the edge.
+
+Inputs: one NCHW float32 tensor `crop` (1, 4, S, S), values 0..1: channels 0-2 the warped crop in RGB,
+channel 3 the repair mask (1 where the warp stretched or painted: mouth opening, eyes).
+Output: `refined` (1, 3, S, S) RGB 0..1 = warped + mask * residual, clamped: outside the mask the
+crop passes through unchanged, so the network only has to be right where the warp fails.
+
+Only Conv2d, BatchNorm2d (folded into the convolutions for export), ReLU, nearest upsampling,
+concatenation, add, mul and clamp: every op INT8-quantizes on ONNX Runtime, OpenVINO and TFLite.
+About 0.6 GMAC at 256x256 (see `macs`); most of it at 1/8 resolution where channels are wide.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCH = "unet-s8"
+DEFAULT_WIDTHS = (16, 32, 64, 12)  # 1/2, 1/4, 1/8 resolution, full-resolution head
+DEFAULT_BLOCKS = 3
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int = 1, relu: bool = True) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.a = ConvBNReLU(channels, channels)
+        self.b = ConvBNReLU(channels, channels, relu=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x + self.b(self.a(x)))
+
+
+class Generator(nn.Module):
+    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, blocks: int = DEFAULT_BLOCKS) -> None:
+        super().__init__()
+        w1, w2, w3, w0 = widths
+        self.widths, self.blocks = tuple(widths), blocks
+        self.enc1 = ConvBNReLU(4, w1, stride=2)
+        self.enc2 = ConvBNReLU(w1, w2, stride=2)
+        self.enc3 = ConvBNReLU(w2, w3, stride=2)
+        self.mid = nn.Sequential(*[ResBlock(w3) for _ in range(blocks)])
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec2 = ConvBNReLU(w3 + w2, w2)
+        self.dec1 = ConvBNReLU(w2 + w1, w1)
+        self.dec0 = ConvBNReLU(w1 + 4, w0)
+        self.head = nn.Conv2d(w0, 3, 3, 1, 1)
+        nn.init.zeros_(self.head.weight)  # start as the identity: output = the warped crop
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, crop: torch.Tensor) -> torch.Tensor:
+        rgb, mask = crop[:, :3], crop[:, 3:4]
+        e1 = self.enc1(crop)
+        e2 = self.enc2(e1)
+        e3 = self.mid(self.enc3(e2))
+        d2 = self.dec2(torch.cat([self.up(e3), e2], 1))
+        d1 = self.dec1(torch.cat([self.up(d2), e1], 1))
+        d0 = self.dec0(torch.cat([self.up(d1), crop], 1))
+        return torch.clamp(rgb + mask * self.head(d0), 0.0, 1.0)
+
+    def config(self) -> dict:
+        return {"arch": ARCH, "widths": list(self.widths), "blocks": self.blocks}
+
+
+def fuse_batchnorm(model: Generator) -> Generator:
+    """Fold every BatchNorm into the convolution before it (in place, eval mode): export sees only convs."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, ConvBNReLU) and isinstance(module[1], nn.BatchNorm2d):
+            conv, bn = module[0], module[1]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1, bias=True)
+            with torch.no_grad():
+                fused.weight.copy_(conv.weight * scale[:, None, None, None])
+                fused.bias.copy_(bn.bias - bn.running_mean * scale)
+            module[0] = fused
+            module[1] = nn.Identity()
+    return model
+
+
+def macs(model: nn.Module, size: int = 256) -> int:
+    """Multiply-accumulates of one forward pass at size x size (convolutions only)."""
+    total = 0
+
+    def hook(module, _inputs, output):
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 4, size, size))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+def load_checkpoint(path, fuse: bool = True) -> Generator:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = state["config"]
+    model = Generator(tuple(config["widths"]), config["blocks"])
+    model.load_state_dict(state["generator"])
+    model.eval()
+    return fuse_batchnorm(model) if fuse else model
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (70x70-style, smaller): real/fake per patch, conditioned on the mask."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        act = nn.LeakyReLU(0.2, inplace=True)
+        self.net = nn.Sequential(
+            nn.Conv2d(4, width, 4, 2, 1),
+            act,
+            nn.Conv2d(width, width * 2, 4, 2, 1),
+            nn.BatchNorm2d(width * 2),
+            act,
+            nn.Conv2d(width * 2, width * 4, 4, 2, 1),
+            nn.BatchNorm2d(width * 4),
+            act,
+            nn.Conv2d(width * 4, 1, 3, 1, 1),
+        )
+
+    def forward(self, rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([rgb * 2 - 1, mask], 1))

@@ -1,0 +1,122 @@
+"""The device's generator backends on the committed default bundle: every installed runtime loads it,
+checks it, and gives the same output; the stage refines a real rendered frame only where it should."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from device.errors import BadInput
+from device.runtime import BACKENDS, DEFAULT_BUNDLE, installed_backends, load_generator, runtime_status
+from device.runtime.bundle import Bundle, psnr
+
+RUNTIMES = [name for name, ok in runtime_status().items() if ok]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return Bundle(DEFAULT_BUNDLE)
+
+
+def test_default_bundle_is_signed_by_a_trusted_key_and_complete(bundle):
+    assert bundle.signer
+    assert set(bundle.runtimes) == {"onnxruntime", "openvino", "tflite"}
+    for name in bundle.runtimes:
+        assert bundle.files(name)
+
+
+def test_unknown_and_none_backends():
+    assert "auto" in BACKENDS
+    with pytest.raises(BadInput, match="unknown"):
+        load_generator("cuda-magic")
+    assert load_generator("none") is None
+
+
+def test_auto_follows_the_bundle_evaluation(bundle):
+    stage = load_generator("auto")
+    if bundle.use_by_default:
+        assert stage is not None and stage.backend.name == installed_backends()[0]
+    else:
+        assert stage is None
+
+
+@pytest.mark.parametrize("use_by_default", [True, False])
+def test_auto_honours_the_signed_visual_review(tmp_path, use_by_default):
+    from device.runtime.bundle import load_public_key
+    from tools.keys import generate, load_private_key, sign_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["evaluation"]["beats_warp_only"] = True
+    manifest["evaluation"]["visual_review"] = {"use_by_default": use_by_default, "reason": "test"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    private, public = generate(tmp_path / "key")
+    sign_bundle(copy, load_private_key(private))
+    stage = load_generator("auto", bundle=copy, keys=[load_public_key(public)])
+    assert (stage is not None) == use_by_default
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_each_installed_backend_passes_the_golden_vectors(name):
+    stage = load_generator(name)
+    assert stage.golden_psnr >= 35.0
+    assert name in installed_backends()
+
+
+def test_all_backends_agree(bundle):
+    inputs, _ = bundle.golden()
+    outputs = {}
+    for name in RUNTIMES:
+        backend = load_generator(name).backend
+        outputs[name] = np.concatenate([backend.run(x[None]) for x in inputs])
+    names = list(outputs)
+    for a in names:
+        for b in names:
+            if a < b:
+                assert psnr(outputs[a], outputs[b]) >= 35.0, (a, b)
+
+
+def test_missing_runtime_is_reported_not_fatal(monkeypatch):
+    from device.runtime import backend_class
+
+    monkeypatch.setattr(backend_class("openvino"), "available", classmethod(lambda cls: False))
+    assert runtime_status()["openvino"] is False
+    assert "openvino" not in installed_backends()
+    with pytest.raises(BadInput, match="not installed"):
+        load_generator("openvino")
+
+
+def test_shapes_are_checked_against_the_manifest(tmp_path):
+    from device.runtime.bundle import load_public_key
+    from tools.keys import generate, load_private_key, sign_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["contract"]["inputs"][0]["shape"] = [1, 4, 192, 192]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    key, pub = generate(tmp_path / "k")
+    sign_bundle(copy, load_private_key(key))
+    with pytest.raises(BadInput, match="does not match"):
+        load_generator(RUNTIMES[0], bundle=copy, keys=[load_public_key(pub)])
+    with pytest.raises(BadInput, match="signature"):  # and the device's own keys do not trust that signer
+        load_generator(RUNTIMES[0], bundle=copy)
+
+
+def test_stage_refines_only_where_the_warp_needs_it(astronaut, astronaut_face):
+    from device.motion.params import FaceParams
+    from device.render.renderer import Renderer
+
+    stage = load_generator(RUNTIMES[0])
+    params = FaceParams(jaw_open=0.8, blink_left=0.9)
+    plain = Renderer(astronaut, astronaut_face).render(params)
+    refined = Renderer(astronaut, astronaut_face, generator=stage).render(params)
+    assert refined.shape == plain.shape and refined.dtype == np.uint8
+    changed = np.abs(refined.astype(int) - plain.astype(int)).max(axis=2) > 2
+    mask = Renderer(astronaut, astronaut_face)._repair_mask(Renderer(astronaut, astronaut_face).rig.pose(params)[0])
+    assert changed.any()
+    assert not (changed & (mask <= 1.0 / 255)).any()  # nothing changes outside the repair mask
