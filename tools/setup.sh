@@ -30,11 +30,15 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     echo "setup: creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
+stamp="$VENV/.installed-$(cat pyproject.toml tools/constraints.txt | sha256sum | cut -c1-16)-$EXTRAS"
 if [[ ! -f "$stamp" ]]; then
     echo "setup: installing the project ($EXTRAS extra) into $VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+    constraints=()
+    if [[ "$EXTRAS" == *dev* || "$EXTRAS" == *export* ]]; then
+        constraints=(-c tools/constraints.txt)  # known-good versions: a fast, reproducible resolve
+    fi
+    "$VENV/bin/python" -m pip install --quiet "${constraints[@]}" -e ".[$EXTRAS]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi
