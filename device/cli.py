@@ -124,6 +124,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_main(args.export_args)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from tools.fleet import main as fleet_main
+
+    return int(fleet_main(args.fleet_args) or 0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from device.service.daemon import serve
@@ -187,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("export_args", nargs=argparse.REMAINDER)
     export.set_defaults(func=cmd_export)
 
+    fleet = sub.add_parser(
+        "fleet", help="operator side: keys, sign, publish, rollout, status, rollback", add_help=False
+    )
+    fleet.add_argument("fleet_args", nargs=argparse.REMAINDER)
+    fleet.set_defaults(func=cmd_fleet)
+
     serve = sub.add_parser("serve", help="run the appliance daemon (systemd starts exactly this)")
     serve.add_argument("--config", required=True, help="TOML config file")
     serve.add_argument("--check-config", action="store_true", help="validate the config and exit")
@@ -200,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["export"]:
         # The export toolchain parses its own options (argparse's REMAINDER drops a leading --help).
         args = argparse.Namespace(func=cmd_export, export_args=argv[1:])
+    elif argv[:1] == ["fleet"]:
+        args = argparse.Namespace(func=cmd_fleet, fleet_args=argv[1:])
     else:
         args = parser.parse_args(argv)
     try:

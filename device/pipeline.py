@@ -64,12 +64,14 @@ def output_size(width: int, height: int, size: int | None) -> tuple[int, int]:
 class Animator:
     """Loads the face models and the generator once; renders any number of clips."""
 
-    def __init__(self, backend: str = "auto", threads: int = 2) -> None:
+    def __init__(self, backend: str = "auto", threads: int = 2, keys: list | None = None) -> None:
+        """`keys`: public keys trusted for the model bundle, beyond the repository's (the daemon passes
+        the fleet signing keys its updater has certified)."""
         from device.face.analysis import FaceAnalyzer
         from device.runtime import load_generator
 
         self.analyzer = FaceAnalyzer(threads)
-        self.generator = load_generator(backend)
+        self.generator = load_generator(backend, keys=keys)
         self.backend = backend
 
     # --- inputs -------------------------------------------------------------------------------

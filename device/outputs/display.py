@@ -41,14 +41,15 @@ class Display:
     def on_screen(self) -> bool:
         return self.window
 
-    def show(self, frame: np.ndarray) -> None:
+    def show(self, frame: np.ndarray) -> int:
+        """Show a frame; returns the key pressed on the kiosk keyboard meanwhile, or -1."""
         self.frames += 1
         if not self.window:
-            return
+            return -1
         import cv2
 
         cv2.imshow(self.title, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        cv2.waitKey(1)
+        return cv2.waitKey(1)
 
     def close(self) -> None:
         if self.window:

@@ -163,6 +163,20 @@ class CancelCommand(Command):
     job_id: str = Field(pattern=JOB_ID, description="The job to cancel.")
 
 
+# -- issue 5: fleet updates (device/updates) ----------------------------------------------------
+class UpdateCommand(Command):
+    """A signed update job envelope; the updater checks the signature chain and everything else."""
+
+    job: dict[str, Any] = Field(description="The job document (device.updates.job.JobDoc).")
+    signature: str = Field(max_length=200, description="Ed25519 signature of the canonical job, base64.")
+    cert: dict[str, Any] = Field(description="The root-signed certificate of the signing key.")
+    revocations: dict[str, Any] | None = Field(None, description="The newest root-signed revocation list.")
+
+
+class RollbackCommand(Command):
+    kind: Literal["model", "content"] = Field("model", description="Which bundle goes back to its previous version.")
+
+
 VERBS: dict[str, type[Command]] = {
     "animate": AnimateCommand,
     "say": SayCommand,
@@ -171,6 +185,8 @@ VERBS: dict[str, type[Command]] = {
     "config": ConfigCommand,
     "status": StatusCommand,
     "cancel": CancelCommand,
+    "update": UpdateCommand,  # issue 5
+    "rollback": RollbackCommand,  # issue 5
 }
 
 

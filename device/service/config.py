@@ -256,6 +256,29 @@ class GeneratorSection(Section):
     )
 
 
+# -- issue 5: fleet updates (device/updates) ----------------------------------------------------
+class UpdatesSection(Section):
+    root_key: Path | None = Field(
+        None, description="The fleet's root public key (PEM). Unset: update jobs are refused."
+    )
+    root: Path | None = Field(
+        None, description="Where installed bundles live (bundles/ for models, content/ for content). "
+        "Unset: the asset cache, where the renderer looks for bundles/current."
+    )
+    max_bundle_bytes: int = Field(200_000_000, ge=1, description="Larger bundles are refused.")
+    min_free_bytes: int = Field(
+        20_000_000, ge=0, description="Refuse a bundle unless this much disk stays free after download + staging."
+    )
+    window_chunks: int = Field(8, ge=1, le=256, description="Chunks asked for at a time.")
+    chunk_timeout_s: float = Field(10.0, gt=0, description="Ask again for chunks that did not come in this long.")
+    rate_bytes_s: int = Field(0, ge=0, description="Download at most this many bytes/s (0: no limit).")
+    probation_s: float = Field(
+        300.0, ge=0, description="After a switch: a crash loop or a watchdog failure this long rolls back."
+    )
+    max_restarts: int = Field(3, ge=1, description="Starts within the probation window that count as a crash loop.")
+    latency_budget_ms: float = Field(250.0, gt=0, description="Health check: most ms per generator crop.")
+
+
 class LogSection(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Least level logged.")
     format: Literal["kv", "json"] = Field("kv", description="key=value lines, or one JSON object a line.")
@@ -273,6 +296,7 @@ class AppConfig(Section):
     generator: GeneratorSection = Field(default_factory=GeneratorSection, description="Generator runtime.")
     camera: CameraConfig | None = Field(None, description="The camera; unset: no camera (jobs only).")
     log: LogSection = Field(default_factory=LogSection, description="Logging.")
+    updates: UpdatesSection = Field(default_factory=UpdatesSection, description="Fleet updates.")  # issue 5
 
     @property
     def clips_dir(self) -> Path:
@@ -293,7 +317,7 @@ class AppConfig(Section):
 RESTART_KEYS = ("device.", "mqtt.", "generator.", "camera", "log.")
 HOT_MQTT_KEYS = ("mqtt.stats_interval_s", "mqtt.max_payload_bytes", "mqtt.homeassistant.")
 # Keys a command may not change: the override file itself lives in state_dir.
-LOCKED_KEYS = ("device.state_dir",)
+LOCKED_KEYS = ("device.state_dir", "updates.root_key", "updates.root")  # issue 5: trust is not remote-settable
 
 
 def describe_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:

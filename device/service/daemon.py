@@ -36,8 +36,10 @@ from device.service.commands import (
     CommandError,
     ConfigCommand,
     ModeCommand,
+    RollbackCommand,
     SayCommand,
     StatusCommand,
+    UpdateCommand,
     image_kind,
     parse_command,
 )
@@ -49,6 +51,7 @@ from device.service.mqtt import MqttLink, Topics, discovery_messages
 from device.service.notify import Notifier
 from device.service.outbox import Outbox, OutboxSender, event_payload
 from device.service.stats import FrameMetrics, ProcSampler
+from device.updates.manager import Updater
 
 log = logging.getLogger("portrait.daemon")
 
@@ -67,14 +70,14 @@ class AnimatorLike(Protocol):
     ) -> AnimateResult: ...
 
 
-AnimatorFactory = Callable[[str], AnimatorLike]
+AnimatorFactory = Callable[..., AnimatorLike]  # (backend, keys=None): keys trusted for the model bundle
 StageFactory = Callable[["Daemon"], LiveStage | None]
 
 
-def default_animator(backend: str) -> AnimatorLike:
+def default_animator(backend: str, keys: list | None = None) -> AnimatorLike:
     from device.pipeline import Animator  # the renderer: loads the face models and the generator once
 
-    return Animator(backend=backend)
+    return Animator(backend=backend, keys=keys)
 
 
 class JobAborted(Exception):
@@ -127,6 +130,7 @@ class Daemon:
         self.outbox = Outbox(state_dir / "outbox.sqlite", self.config.mqtt.outbox_max_events)
         self.topics = Topics(self.config.mqtt.topic_prefix, self.config.device.id, tuple(self.config.device.groups))
         self.sampler = ProcSampler(state_dir)
+        self.updater = Updater(self)  # issue 5: fleet updates
         hooks = StageHooks(metrics=self.metrics, face_seen=self._face_seen, emit=self.emit)
         stage = stage_factory(self) if stage_factory is not None else None
         self.modes = ModeController(self.config, stage, hooks, self._say_as_clip)
@@ -142,7 +146,8 @@ class Daemon:
         return {
             "app_version": __version__,
             "model": self.model,
-            "content_version": None,  # set by the content updater once it exists
+            "content_version": (self.updater.installed()["content"] or {}).get("version"),  # issue 5
+            "installed": self.updater.installed(),  # issue 5: model + content bundles, probation
             "mode": self.modes.mode,
             "config_revision": self.config.revision(),
             "ready": self.ready,
@@ -159,6 +164,7 @@ class Daemon:
     def _on_connected(self) -> None:
         # Network thread: publishing is fine, waiting is not.
         self.publish_state()
+        self.updater.on_connected()  # issue 5: revocations topic, job states again
         ha = self.config.mqtt.homeassistant
         if ha.discovery and self.link is not None:
             for topic, doc in discovery_messages(self.topics, ha.prefix, __version__, self.config.device.kind):
@@ -183,6 +189,9 @@ class Daemon:
     # -- commands ---------------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes, props: Any) -> None:
+        if self.updater.owns(topic):  # issue 5: bundle chunks and revocations, not commands
+            self.updater.on_message(topic, payload)
+            return
         try:
             self.commands.put_nowait((topic, payload, props))
         except queue.Full:
@@ -246,6 +255,10 @@ class Daemon:
             return self._cmd_status(command)
         if isinstance(command, CancelCommand):
             return self._cmd_cancel(command)
+        if isinstance(command, UpdateCommand):  # issue 5
+            return self.updater.submit(command.model_dump(exclude={'request_id'}, exclude_none=True))
+        if isinstance(command, RollbackCommand):  # issue 5
+            return self.updater.rollback_command(command.kind)
         raise CommandError("verb", f"no handler for {verb}")
 
     def _accept(self, payload: dict[str, Any], priority: str, job_id: str | None, visitor: bool,
@@ -296,6 +309,12 @@ class Daemon:
             "transcript": script.transcript, "lang": script.lang, "voice": script.voice,
         }
         return self._accept(payload, "interactive", None, visitor=False)
+
+    def capture(self) -> dict[str, Any]:
+        """A local trigger (the kiosk's key) takes a photo exactly as the `capture` command does."""
+        result = self._cmd_capture(CaptureCommand())
+        self.emit("capture.triggered", {"source": "key", **result})
+        return result
 
     def _cmd_capture(self, cmd: CaptureCommand) -> dict[str, Any]:
         if self.modes.mode != "capture":
@@ -591,6 +610,7 @@ class Daemon:
         except ModeUnavailable as exc:
             raise ConfigError(f"mode: {exc}") from None
         self._recover_jobs()
+        self.updater.startup()  # issue 5: crash-loop count and rollback, before the models load
         self.emit("daemon.started", {"version": __version__, "config_revision": cfg.revision()})
         if cfg.mqtt.enabled:
             # Connect before loading the models: operators see `online` + ready=false while it warms up.
@@ -599,7 +619,10 @@ class Daemon:
             self.sender = OutboxSender(self.outbox, self.link)
             self.sender.start()
         self.notifier.status("loading models")
-        self.animator = self.animator_factory(cfg.generator.backend)
+        # A model installed by a fleet update is signed by a fleet key the updater has certified.
+        updater = getattr(self, "updater", None)
+        keys = updater.trusted_keys() if updater is not None else None
+        self.animator = self.animator_factory(cfg.generator.backend, keys=keys)
         warm_up = getattr(self.animator, "warm_up", None)
         if callable(warm_up):
             warm_up()
@@ -611,6 +634,7 @@ class Daemon:
         self._worker.start()
         self._commander.start()
         self.modes.start()
+        self.updater.start()  # issue 5
         self.notifier.ready(f"serving as {cfg.device.id}")
         log.info("ready", extra=kv(device=cfg.device.id))
 
@@ -633,7 +657,9 @@ class Daemon:
             if now >= next_cleanup:
                 next_cleanup = now + 60.0
                 self.cleanup()
-            if self.healthy():
+            healthy = self.healthy()
+            self.updater.tick(healthy)  # issue 5: probation
+            if healthy:
                 self.notifier.watchdog()
             else:
                 log.error("unhealthy: watchdog not fed", extra=kv(job=self.current.id if self.current else None))
@@ -655,6 +681,7 @@ class Daemon:
             if thread is not None:
                 thread.join(self.config.jobs.shutdown_grace_s + 10.0)
         self.modes.stop()
+        self.updater.close()  # issue 5
         if self.sender is not None:
             self.sender.drain(2.0)  # the last events (job.requeued) go out now if the broker is there
             self.sender.stop()

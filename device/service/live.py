@@ -29,6 +29,7 @@ IDLE_CHUNK_S = 120.0  # idle motion is generated in chunks and cross-faded at th
 CROSSFADE_S = 0.5
 CAMERA_EVERY = 2  # portrait mode looks for visitors on every 2nd frame: enough, and cheaper
 GAZE_SMOOTHING = 0.85
+CAPTURE_KEYS = (32, 13)  # space, Enter: a USB button or keyboard on the kiosk
 
 
 class LiveRenderer:
@@ -151,10 +152,11 @@ class LiveRenderer:
             self._last_camera_frame = frame
         return frame
 
-    def _show(self, display, frame: np.ndarray) -> None:
-        display.show(frame)
+    def _show(self, display, frame: np.ndarray) -> int:
+        key = display.show(frame)
         for listener in self.frame_listeners:
             listener(frame)
+        return key
 
     def _record(self, renderer, started: float) -> None:
         frame_ms = (time.perf_counter() - started) * 1000.0
@@ -223,7 +225,22 @@ class LiveRenderer:
                 self._stop.wait(0.02)
                 continue
             self.hooks.face_seen(bool(analyzer.detect(frame)))
-            self._show(display, frame)
+            if self._show(display, frame) in CAPTURE_KEYS:
+                self._capture_from_key()
+
+    def _capture_from_key(self) -> None:
+        """The kiosk's button (space or Enter on its keyboard) does what the MQTT `capture` command does."""
+        capture = getattr(self.daemon, "capture", None)
+        if capture is None:
+            return
+
+        def run() -> None:
+            try:
+                capture()
+            except Exception as error:  # reported like a failed command; the preview goes on
+                self.hooks.emit("warning", {"message": f"capture by key failed: {error}"})
+
+        threading.Thread(target=run, name="capture-key", daemon=True).start()
 
     # --- mirror: expression transfer from the live camera --------------------------------------
     def _mirror(self, display) -> None:

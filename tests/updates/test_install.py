@@ -1,0 +1,79 @@
+"""Install, health check, power cuts at each step, probation, rollback."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from device.runtime.bundle import Bundle
+from device.updates.manager import FAULT_ENV, STEPS
+from tests.service.support import DaemonProcess
+from tests.updates.support import Keyring, Unit, current_version, installed, wait_job
+from tools.fleet import make_job
+
+
+def test_failed_health_check_keeps_the_old_version(units: Callable[..., Unit], keyring: Keyring,
+                                                   published: Callable[[str], dict[str, Any]]) -> None:
+    unit = units("dev")
+    envelope = make_job(published("broken"), keyring.signing, keyring.cert)
+    assert unit.device.command("update", envelope)["ok"]
+    job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("FAILED", "SUCCEEDED"), 60)
+    assert job["state"] == "FAILED" and "golden vectors" in job["reason"]
+    assert current_version(unit.root) is None
+    assert not list((unit.root / "bundles" / "versions").iterdir())
+    assert installed(unit.device.command("status")["state"]) == "0.1.0"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_power_cut_at_each_install_step_comes_back_working(
+    step: str, units: Callable[..., Unit], daemons: Callable[..., DaemonProcess], keyring: Keyring,
+    published: Callable[[str], dict[str, Any]],
+) -> None:
+    unit = units("dev", env={FAULT_ENV: step})
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    unit.device.command("update", envelope)
+    assert unit.proc.wait(60) == -9  # SIGKILL at that step
+    # Right after the cut: the old or the new version, complete.
+    assert current_version(unit.root) in (None, "0.2.0")
+    unit.watcher.clear()
+    daemons(unit.config)
+    unit.device.wait_online(60)
+    job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
+    assert job["state"] == "SUCCEEDED"
+    current = (unit.root / "bundles" / "current").resolve()
+    bundle = Bundle(current, keys=[keyring.signing.public_key()])  # signed, complete, files intact
+    assert bundle.version == "0.2.0" and bundle.files("onnxruntime")
+
+
+def test_crash_loop_in_probation_rolls_back(units: Callable[..., Unit], daemons: Callable[..., DaemonProcess],
+                                            keyring: Keyring, published: Callable[[str], dict[str, Any]]) -> None:
+    unit = units("dev", {"updates": {"probation_s": 120.0, "max_restarts": 2}})
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    unit.device.command("update", envelope)
+    wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
+    proc = unit.proc
+    for _ in range(2):  # the new version "crashes" twice within the probation window
+        proc.kill9()
+        unit.watcher.clear()
+        proc = daemons(unit.config)
+        unit.device.wait_online(60)
+    job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 30)
+    assert "crash loop" in job["reason"]
+    assert installed(unit.device.command("status")["state"]) == "0.1.0"
+
+
+def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyring,
+                                      published: Callable[[str], dict[str, Any]]) -> None:
+    group = f"g{uuid.uuid4().hex[:6]}"
+    unit = units("dev", {"device": {"groups": [group]}, "updates": {"probation_s": 0.0}})
+    for name in ("v0.2.0", "v0.3.0"):
+        envelope = make_job(published(name), keyring.signing, keyring.cert)
+        unit.device.command("update", envelope)
+        wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
+    reply = unit.device.command("rollback", {"kind": "model"}, group=group)
+    assert reply["ok"] and reply["restored"]["version"] == "0.2.0"
+    wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 10)
+    assert current_version(unit.root) == "0.2.0"
