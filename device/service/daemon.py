@@ -396,6 +396,14 @@ class Daemon:
         if new.mqtt.homeassistant != old.mqtt.homeassistant:
             self._on_connected()
 
+    def apply_content(self, folder: Path) -> None:
+        """An installed content bundle supplies the portrait and its playlist (issue 5)."""
+        from device.updates.content import content_overlay
+
+        new, keys = content_overlay(self.config, folder)
+        self._apply_config(new, keys)
+        log.info("content applied", extra=kv(folder=str(folder), scripts=len(new.portrait.playlist)))
+
     def _cmd_status(self, cmd: StatusCommand) -> dict[str, Any]:
         if cmd.job_id is not None:
             try:
@@ -412,6 +420,10 @@ class Daemon:
                 "waiting": [j.id for j in self.queue.jobs(JobState.QUEUED)],
             },
             "stats": self.last_stats,  # the latest sample: sampling here would skew the CPU window
+            "portrait": {
+                "photo": str(self.config.portrait.photo) if self.config.portrait.photo else None,
+                "playlist": [s.text or str(s.audio) for s in self.config.portrait.playlist],
+            },
         }
 
     def _cmd_cancel(self, cmd: CancelCommand) -> dict[str, Any]:
@@ -611,6 +623,9 @@ class Daemon:
             raise ConfigError(f"mode: {exc}") from None
         self._recover_jobs()
         self.updater.startup()  # issue 5: crash-loop count and rollback, before the models load
+        content = self.updater.slots["content"].current()
+        if content is not None:
+            self.apply_content(content)  # the installed content bundle's portrait and playlist
         self.emit("daemon.started", {"version": __version__, "config_revision": cfg.revision()})
         if cfg.mqtt.enabled:
             # Connect before loading the models: operators see `online` + ready=false while it warms up.

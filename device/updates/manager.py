@@ -449,6 +449,11 @@ class Updater:
             from device.service.daemon import model_info
 
             self.d.model = model_info(animator)
+        if kind == "content":
+            current = self.slots["content"].current()
+            apply_content = getattr(self.d, "apply_content", None)
+            if current is not None and callable(apply_content):
+                apply_content(current)
         self.d.publish_state()
 
     def trusted_keys(self) -> list[Any]:

@@ -45,6 +45,10 @@ def test_content_bundle_installs_and_state_shows_it(units: Callable[..., Unit], 
     state = unit.device.command("status")["state"]
     assert state["content_version"] == "1.0.0" and installed(state, "content") == "1.0.0"
     assert installed(state) == "0.1.0"  # the model is untouched
+    # The device now plays the bundle's portrait and playlist.
+    portrait = unit.device.command("status")["portrait"]
+    assert portrait["photo"].endswith("founder.png") and "/content/" in portrait["photo"]
+    assert portrait["playlist"][0] == "Welcome to the museum." and portrait["playlist"][1].endswith("welcome.wav")
 
 
 def test_content_bundle_with_a_file_that_does_not_decode_fails(units: Callable[..., Unit], fleet: FleetClient,
