@@ -2,7 +2,7 @@
 # Set up everything on a fresh Linux machine: a virtual environment with the project and its
 # tools, the face models (taken from the pinned mediapipe wheel and checked by sha256) and the
 # sample portrait. With --test, also the Debian packages the test suite uses (a real Mosquitto
-# broker, its command-line clients, systemd-analyze). Safe to run again: it only adds what is missing.
+# broker, its command-line clients, systemd-analyze, Xvfb and xdotool). Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ if [[ "${1:-}" == "--test" ]]; then
     command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
     command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
     command -v systemd-analyze >/dev/null || need+=(systemd)
+    command -v Xvfb >/dev/null || need+=(xvfb)          # the kiosk window test runs on a virtual screen
+    command -v xdotool >/dev/null || need+=(xdotool)
     if ((${#need[@]})); then
         if [[ $(id -u) -ne 0 ]]; then
             echo "setup: the tests need the Debian packages: ${need[*]} (run as root, or install them)" >&2
