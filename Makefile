@@ -7,7 +7,9 @@ DEMO_TEXT ?= Hello! I am a portrait, and I can talk, blink and look around, all 
 setup:
 	bash tools/setup.sh
 
-demo: setup
+# The demo needs no export toolchain (torch and friends are gigabytes): device packages + the sample.
+demo:
+	EXTRAS=demo bash tools/setup.sh
 	$(VENV)/bin/portrait animate --text "$(DEMO_TEXT)" --out demo.mp4
 
 test:
