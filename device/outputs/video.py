@@ -33,6 +33,12 @@ AAC_BIT_RATE = 96_000
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def pick_video_codec() -> str:
     """The first H.264 (else MPEG-4) encoder that PyAV's FFmpeg has."""
     for name in VIDEO_CODECS:
@@ -101,6 +107,8 @@ class VideoWriter:
                 prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}", dir=self.path.parent
             )
             os.close(fd)
+            # mkstemp makes the file private (0600); a clip should get the usual permissions.
+            os.chmod(tmp, 0o666 & ~_current_umask())
         except OSError as exc:
             raise BadInput(f"video output {self.path}: cannot write there ({exc})") from exc
         self._tmp = Path(tmp)
