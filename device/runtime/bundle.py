@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.assets import sha256_file
 from device.errors import BadInput
 
 FORMAT = "talking-portrait-bundle/1"
@@ -23,14 +24,6 @@ KEYS_DIR = Path(__file__).with_name("keys")  # public keys the device trusts (*.
 
 def canonical(manifest: dict) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def key_id(public_key) -> str:

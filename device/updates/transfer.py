@@ -15,6 +15,7 @@ import os
 import tarfile
 from pathlib import Path
 
+from device.assets import sha256_file
 from device.errors import BadInput
 
 
@@ -43,12 +44,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_path = sha256_file  # one hashing helper for the whole device (device.assets)
 
 
 def extract(archive: Path, dest: Path) -> None:
