@@ -521,6 +521,9 @@ class Daemon:
             self.last_timings = dict(result.timings)
             self.queue.complete(job.id, {**summary, "timings": result.timings})
             self.emit("job.done", {"job_id": job.id, **summary})
+            show_clip = getattr(self.modes.stage, "show_clip", None)
+            if job.priority == "kiosk" and callable(show_clip):
+                show_clip(result.out)  # the visitor sees (and hears) their own face speak
             wall = round(time.monotonic() - started, 2)
             log.info("job done", extra=kv(job_id=job.id, frames=result.frames, wall_s=wall))
         finally:

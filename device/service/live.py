@@ -41,6 +41,7 @@ class LiveRenderer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._scripts: queue.Queue[Script] = queue.Queue(maxsize=4)
+        self._clips: queue.Queue[Path] = queue.Queue(maxsize=4)
         self._camera = None
         self._last_camera_frame: np.ndarray | None = None
         self.latencies_ms: deque[float] = deque(maxlen=2000)  # camera frame -> displayed frame (mirror)
@@ -66,6 +67,13 @@ class LiveRenderer:
             self._scripts.put_nowait(script)
         except queue.Full:
             self.hooks.emit("warning", {"message": "script dropped: four scripts are already waiting"})
+
+    def show_clip(self, clip: Path) -> None:
+        """Capture mode: play a finished visitor clip on the kiosk screen, then back to the preview."""
+        try:
+            self._clips.put_nowait(Path(clip))
+        except queue.Full:
+            self.hooks.emit("warning", {"message": f"clip not shown: four are already waiting ({clip.name})"})
 
     def stop(self) -> None:
         self._stop.set()
@@ -220,6 +228,9 @@ class LiveRenderer:
     def _preview(self, display) -> None:
         analyzer = self._analyzer()
         while not self._stop.is_set():
+            if not self._clips.empty():
+                self._play_clip(display, self._clips.get_nowait())
+                continue
             frame = self._read_camera()
             if frame is None:
                 self._stop.wait(0.02)
@@ -227,6 +238,30 @@ class LiveRenderer:
             self.hooks.face_seen(bool(analyzer.detect(frame)))
             if self._show(display, frame) in CAPTURE_KEYS:
                 self._capture_from_key()
+
+    def _play_clip(self, display, clip: Path) -> None:
+        from device.media.audio import load_audio
+        from device.outputs.speaker import play_async
+        from device.outputs.video import probe_video, read_frames
+
+        try:
+            fps = probe_video(clip).fps or 25.0
+            audio, rate = load_audio(clip)
+        except Exception as error:  # a clip without audio still plays
+            audio, rate, fps = None, 0, 25.0
+            log.info("clip audio not played: %s", error)
+        if audio is not None:
+            play_async(audio, rate)
+        started, shown = time.perf_counter(), 0
+        for index, frame in enumerate(read_frames(clip)):
+            if self._stop.is_set():
+                return
+            self._show(display, frame)
+            shown += 1
+            delay = started + (index + 1) / fps - time.perf_counter()
+            if delay > 0:
+                self._stop.wait(delay)
+        self.hooks.emit("clip.shown", {"clip": clip.name, "frames": shown})
 
     def _capture_from_key(self) -> None:
         """The kiosk's button (space or Enter on its keyboard) does what the MQTT `capture` command does."""

@@ -80,5 +80,10 @@ def test_key_press_on_the_kiosk_captures(broker, make_config, daemons, photos, x
         ).json()
         assert done["type"] == "job.done", done
         assert triggered["source"] == "key" and proc.alive()
+        # Then the visitor's clip plays on the kiosk screen, and the preview comes back.
+        shown = watcher.wait_for(
+            lambda m: m.topic == device.topic("events") and m.json().get("type") == "clip.shown", 60, what="clip.shown"
+        ).json()
+        assert shown["clip"] == f"{job_id}.mp4" and shown["frames"] == done["frames"]
     finally:
         watcher.close()
