@@ -32,7 +32,7 @@ def run_bench(
     from device.motion.timeline import motion_track
     from device.motion.tts import synthesize
     from device.outputs.video import VideoWriter
-    from device.pipeline import AnimateRequest, Animator
+    from device.pipeline import prepare_photo
     from device.render.renderer import Renderer
     from device.runtime import load_generator
     from device.timing import StageTimer
@@ -48,10 +48,7 @@ def run_bench(
         for _ in range(5):  # face analysis runs once per photo; a few runs give a steadier figure
             with timer.stage("face_analysis"):
                 analyzer.analyse(image)
-        animator = Animator.__new__(Animator)
-        animator.analyzer = analyzer
-        request = AnimateRequest(photo=photo, out=Path("unused.mp4"), size=size)
-        image, face, _ = animator.prepare_photo(request)
+        image, face, _ = prepare_photo(analyzer, photo, size=size)
         generator = load_generator(backend)
         renderer = Renderer(image, face, close_mouth_at_rest=True, generator=generator, timer=timer)
         track = motion_track(frames, fps, speech=speech, seed=1)

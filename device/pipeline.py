@@ -61,6 +61,36 @@ def output_size(width: int, height: int, size: int | None) -> tuple[int, int]:
     return even(width * scale), even(height * scale)
 
 
+def prepare_photo(
+    analyzer, photo: Path | np.ndarray, size: int | None = None, face: int = 0
+) -> tuple[np.ndarray, object, str]:
+    """Load the photo, analyse the chosen face at full resolution, then scale both to the output size.
+
+    Returns (RGB image at output size, Face with landmarks in output pixels, the photo's name)."""
+    import cv2
+
+    from device.face.photo import load_photo
+
+    if isinstance(photo, np.ndarray):
+        image, name = photo, "photo"
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise BadInput(f"photo: expected an RGB uint8 image, got {image.shape} {image.dtype}")
+    else:
+        image, name = load_photo(photo), str(photo)
+    found = analyzer.analyse(image, face=face, name=name)
+    height, width = image.shape[:2]
+    out_w, out_h = output_size(width, height, size)
+    if (out_w, out_h) != (width, height):
+        scale_x, scale_y = out_w / width, out_h / height
+        interpolation = cv2.INTER_AREA if scale_x < 1 else cv2.INTER_CUBIC
+        image = cv2.resize(image, (out_w, out_h), interpolation=interpolation)
+        found.landmarks = found.landmarks * np.array([scale_x, scale_y, scale_x])
+        if found.iris is not None:
+            found.iris = found.iris * np.array([scale_x, scale_y])
+        found.box = found.box * np.array([scale_x, scale_y, scale_x, scale_y])
+    return image, found, name
+
+
 class Animator:
     """Loads the face models and the generator once; renders any number of clips."""
 
@@ -76,29 +106,7 @@ class Animator:
 
     # --- inputs -------------------------------------------------------------------------------
     def prepare_photo(self, request: AnimateRequest) -> tuple[np.ndarray, object, str]:
-        """Load the photo, analyse the chosen face at full resolution, then scale both to the output."""
-        import cv2
-
-        from device.face.photo import load_photo
-
-        if isinstance(request.photo, np.ndarray):
-            image, name = request.photo, "photo"
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise BadInput(f"photo: expected an RGB uint8 image, got {image.shape} {image.dtype}")
-        else:
-            image, name = load_photo(request.photo), str(request.photo)
-        face = self.analyzer.analyse(image, face=request.face, name=name)
-        height, width = image.shape[:2]
-        out_w, out_h = output_size(width, height, request.size)
-        if (out_w, out_h) != (width, height):
-            scale_x, scale_y = out_w / width, out_h / height
-            interpolation = cv2.INTER_AREA if scale_x < 1 else cv2.INTER_CUBIC
-            image = cv2.resize(image, (out_w, out_h), interpolation=interpolation)
-            face.landmarks = face.landmarks * np.array([scale_x, scale_y, scale_x])
-            if face.iris is not None:
-                face.iris = face.iris * np.array([scale_x, scale_y])
-            face.box = face.box * np.array([scale_x, scale_y, scale_x, scale_y])
-        return image, face, name
+        return prepare_photo(self.analyzer, request.photo, size=request.size, face=request.face)
 
     @staticmethod
     def prepare_speech(request: AnimateRequest):  # -> Speech | None

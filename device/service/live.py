@@ -138,19 +138,13 @@ class LiveRenderer:
 
     def _renderer(self, photo: Path | None, close_mouth: bool):
         from device import assets
-        from device.pipeline import AnimateRequest, Animator
+        from device.pipeline import prepare_photo
         from device.render.renderer import Renderer
 
-        animator = getattr(self.daemon, "animator", None)
-        if not isinstance(animator, Animator):
-            animator = Animator.__new__(Animator)
-            animator.analyzer = self._analyzer()
-            animator.generator = None
-        request = AnimateRequest(
-            photo=photo or assets.sample_portrait(), out=Path("live"), size=self.config.output.size
-        )
-        image, face, _ = animator.prepare_photo(request)
-        return Renderer(image, face, close_mouth_at_rest=close_mouth, generator=animator.generator)
+        photo = photo or assets.sample_portrait()
+        image, face, _ = prepare_photo(self._analyzer(), photo, size=self.config.output.size)
+        generator = getattr(getattr(self.daemon, "animator", None), "generator", None)
+        return Renderer(image, face, close_mouth_at_rest=close_mouth, generator=generator)
 
     def _read_camera(self) -> np.ndarray | None:
         if self._camera is None:
