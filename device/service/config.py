@@ -173,6 +173,12 @@ class MqttSection(Section):
 class JobsSection(Section):
     queue_size: int = Field(50, ge=1, description="Most jobs waiting or running; more are rejected.")
     timeout_s: float = Field(600.0, gt=0, description="A job running longer than this is stopped and failed.")
+    hung_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="A job still running this long past its timeout is hung: the watchdog is no longer fed "
+        "(systemd restarts the daemon) and an update in probation rolls back.",
+    )
     max_attempts: int = Field(
         3, ge=1, description="A job interrupted by a crash is resumed until it has started this many times."
     )

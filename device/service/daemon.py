@@ -58,9 +58,6 @@ log = logging.getLogger("portrait.daemon")
 EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_RESTART = 0, 1, 2, 75
 # A job still running this long past its timeout ignores cancellation: stop feeding the watchdog so
 # systemd restarts us; the restart then resumes or fails it (jobs.max_attempts).
-HUNG_JOB_GRACE_S = 60.0
-
-
 class AnimatorLike(Protocol):
     def animate(
         self,
@@ -597,7 +594,8 @@ class Daemon:
         if not all(t is not None and t.is_alive() for t in threads):
             return False
         job = self.current
-        return not (job is not None and job.deadline is not None and time.time() > job.deadline + HUNG_JOB_GRACE_S)
+        grace = self.config.jobs.hung_grace_s
+        return not (job is not None and job.deadline is not None and time.time() > job.deadline + grace)
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self.stop_event.is_set():

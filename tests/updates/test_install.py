@@ -77,3 +77,35 @@ def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyri
     assert reply["ok"] and reply["restored"]["version"] == "0.2.0"
     wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 10)
     assert current_version(unit.root) == "0.2.0"
+
+
+def test_watchdog_in_probation_rolls_back(units: Callable[..., Unit], keyring: Keyring, tmp_path, photos,
+                                          published: Callable[[str], dict[str, Any]]) -> None:
+    """A job that hangs past its timeout (+ grace) starves the watchdog; within probation that rolls back."""
+    import wave
+
+    import numpy as np
+
+    from device.motion.tts import synthesize
+
+    # A long recording without transcript: phone recognition runs for seconds before the first frame,
+    # far past a 0.2 s job timeout, while the main loop checks health every second.
+    speech = synthesize(" ".join(["I was painted a long time ago, and I have stories to tell you."] * 8))
+    recording = tmp_path / "long.wav"
+    with wave.open(str(recording), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(speech.sample_rate)
+        handle.writeframes((np.clip(speech.audio, -1, 1) * 32767).astype(np.int16).tobytes())
+    unit = units("dev", {"updates": {"probation_s": 300.0},
+                         "jobs": {"timeout_s": 0.2, "hung_grace_s": 0.0, "audio_dirs": [str(tmp_path)]}})
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    unit.device.command("update", envelope)
+    wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
+    assert installed(unit.device.command("status")["state"]) == "0.2.0"
+    reply = unit.device.command("animate", {"photo": str(photos / "astronaut.png"), "audio": str(recording)})
+    assert reply["ok"], reply
+    job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 60)
+    assert "watchdog" in job["reason"]
+    assert installed(unit.device.command("status")["state"]) == "0.1.0"
+    assert current_version(unit.root) == "0.1.0"
