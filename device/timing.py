@@ -29,6 +29,11 @@ class StageTimer:
         if len(samples) > self.keep:
             del samples[: len(samples) - self.keep]
 
+    def reset(self, keep: tuple[str, ...] = ()) -> None:
+        """Forget the samples of every stage but `keep` (e.g. after a warm-up)."""
+        for name in [name for name in self.samples if name not in keep]:
+            del self.samples[name]
+
     def summary(self) -> dict[str, dict[str, float]]:
         return {
             name: {
