@@ -21,6 +21,10 @@ class Target:
     def entry(self, files: list[Path]) -> dict:
         return {"layout": self.layout, "input": "crop", "output": "refined"}
 
+    def fp32_entry(self, files: list[Path]) -> dict:
+        """How the FP32 baseline row is run: like the INT8 entry unless the runtime would silently lower it."""
+        return self.entry(files)
+
 
 class OnnxRuntimeTarget(Target):
     """Static QDQ: uint8 activations, int8 per-channel weights, reduce_range for x86 without VNNI."""
@@ -85,6 +89,11 @@ class OpenVinoTarget(Target):
         out = work / "generator.int8.xml"
         ov.save_model(quantized, str(out), compress_to_fp16=False)
         return [out, out.with_suffix(".bin")]
+
+    def fp32_entry(self, files):
+        # On CPUs with AVX512-BF16 or AMX, OpenVINO runs an FP32 model in bf16 unless told otherwise:
+        # the FP32 row of the table must be FP32.
+        return self.entry(files) | {"inference_precision": "f32"}
 
 
 class TfliteTarget(Target):

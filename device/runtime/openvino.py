@@ -19,6 +19,8 @@ class OpenVinoBackend(Backend):
         model = core.read_model(str(xml))
         device = (self.device or "CPU").upper()
         config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"} if device == "CPU" else {}
+        if self.entry.get("inference_precision"):  # e.g. "f32": no silent bf16 on CPUs that have it
+            config["INFERENCE_PRECISION_HINT"] = self.entry["inference_precision"]
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
         self._input = self.compiled.input(self.input_name)

@@ -120,3 +120,14 @@ def test_stage_refines_only_where_the_warp_needs_it(astronaut, astronaut_face):
     mask = Renderer(astronaut, astronaut_face)._repair_mask(Renderer(astronaut, astronaut_face).rig.pose(params)[0])
     assert changed.any()
     assert not (changed & (mask <= 1.0 / 255)).any()  # nothing changes outside the repair mask
+
+
+@pytest.mark.skipif("openvino" not in RUNTIMES, reason="OpenVINO not installed")
+def test_openvino_takes_the_inference_precision_from_the_entry(bundle):
+    from device.runtime import backend_class
+
+    entry = bundle.runtime("openvino") | {"inference_precision": "f32"}
+    backend = backend_class("openvino")(bundle.files("openvino"), entry, bundle.contract)
+    import openvino as ov
+
+    assert backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
