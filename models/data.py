@@ -26,6 +26,8 @@ from device.runtime import crop as cropping
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MIN_FACE = 96  # smaller faces give crops too blurry to learn detail from
+# Bumped whenever the pairs change (renderer paint, repair mask, recipe): part of the cache file names.
+RECIPE_VERSION = 3
 
 
 @dataclass
@@ -127,6 +129,15 @@ def _augment_photo(image: np.ndarray, face: Face, rng: np.random.Generator, stre
     return np.ascontiguousarray(image), replace(face, landmarks=landmarks, iris=iris)
 
 
+def animate(image: np.ndarray, face: Face, params: FaceParams, close_mouth: bool = False) -> tuple[np.ndarray, Face]:
+    """The device's single-warp frame for `params` (painted as on the device) and the Face it shows."""
+    forward = Renderer(image, face, close_mouth_at_rest=close_mouth)
+    targets, iris = forward.rig.pose(params)
+    frame = forward._warp(targets, iris, (params.blink_right, params.blink_left))
+    forward._paint(frame, targets, params)
+    return frame, replace(face, landmarks=np.column_stack([targets, face.landmarks[:, 2]]), iris=iris)
+
+
 def round_trip(
     image: np.ndarray,
     face: Face,
@@ -136,11 +147,7 @@ def round_trip(
     template: dict | None = None,
 ) -> Sample:
     """Animate the face to `params` with the device's renderer, then back to its own landmarks."""
-    forward = Renderer(image, face, close_mouth_at_rest=close_mouth)
-    targets, iris = forward.rig.pose(params)
-    frame = forward._warp(targets, iris, (params.blink_right, params.blink_left))
-    forward._paint(frame, targets, params)
-    posed = replace(face, landmarks=np.column_stack([targets, face.landmarks[:, 2]]), iris=iris)
+    frame, posed = animate(image, face, params, close_mouth)
     back = Renderer(frame, posed, close_mouth_at_rest=False)
     home = face.landmarks[:, :2].astype(np.float64)
     restored = back._warp(home, face.iris, (0.0, 0.0))
@@ -154,13 +161,26 @@ def round_trip(
     )
 
 
-def generate(faces, count: int, size: int, seed: int, augment: float = 1.0, progress=None) -> Iterator[Sample]:
-    """`count` samples cycling over the faces, deterministic for a seed."""
+def generate(
+    faces, count: int, size: int, seed: int, augment: float = 1.0, progress=None, open_mouths: float = 0.4
+) -> Iterator[Sample]:
+    """`count` samples cycling over the faces, deterministic for a seed.
+
+    A share `open_mouths` of them start from a device frame with the mouth open (painted interior) and
+    take the round trip from there, with that frame as the target: the only ground truth there is for
+    an open mouth when the photos show none. They teach the generator to keep the painted interior
+    and sharpen the lips around it, where photo-only pairs teach it that teeth follow the lips' edge.
+    """
     rng = np.random.default_rng(seed)
     for i in range(count):
         _, image, face = faces[i % len(faces)]
         photo, moved = _augment_photo(image, face, rng, augment)
-        sample = round_trip(photo, moved, random_params(rng), size, close_mouth=bool(rng.random() < 0.3))
+        close_mouth = bool(rng.random() < 0.3)
+        if rng.random() < open_mouths:
+            opened = replace(random_params(rng), jaw_open=float(rng.uniform(0.3, 1.0)), lip_press=0.0)
+            photo, moved = animate(photo, moved, opened, close_mouth)
+            close_mouth = False
+        sample = round_trip(photo, moved, random_params(rng), size, close_mouth=close_mouth)
         if augment > 0 and rng.random() < 0.5:  # mirror: the pipeline is symmetric enough
             sample = Sample(sample.warped[:, ::-1].copy(), sample.mask[:, ::-1].copy(), sample.target[:, ::-1].copy())
         if progress:
@@ -173,8 +193,10 @@ def to_input(warped: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([warped.astype(np.float32).transpose(2, 0, 1) / 255.0, mask[None].astype(np.float32)])
 
 
-def build_arrays(faces, count: int, size: int, seed: int, augment: float = 1.0, progress=None) -> dict[str, np.ndarray]:
-    samples = list(generate(faces, count, size, seed, augment, progress))
+def build_arrays(
+    faces, count: int, size: int, seed: int, augment: float = 1.0, progress=None, open_mouths: float = 0.4
+) -> dict[str, np.ndarray]:
+    samples = list(generate(faces, count, size, seed, augment, progress, open_mouths))
     return {
         "warped": np.stack([s.warped for s in samples]),
         "mask": np.stack([(s.mask * 255).round().astype(np.uint8) for s in samples]),

@@ -5,9 +5,14 @@ channel 3 the repair mask (1 where the warp stretched or painted: mouth opening,
 Output: `refined` (1, 3, S, S) RGB 0..1 = warped + mask * residual, clamped: outside the mask the
 crop passes through unchanged, so the network only has to be right where the warp fails.
 
-Only Conv2d, BatchNorm2d (folded into the convolutions for export), ReLU, nearest upsampling,
-concatenation, add, mul and clamp: every op INT8-quantizes on ONNX Runtime, OpenVINO and TFLite.
-About 0.6 GMAC at 256x256 (see `macs`); most of it at 1/8 resolution where channels are wide.
+Only PixelUnshuffle/PixelShuffle (space-to-depth and back), Conv2d, BatchNorm2d (folded into the
+convolutions for export), ReLU, nearest upsampling, concatenation, add, mul and clamp: every op
+INT8-quantizes on ONNX Runtime, OpenVINO and TFLite. 1.39 M parameters, 1.15 GMAC at 256x256 (see
+`macs`), none of it at full resolution.
+
+Why space-to-depth: a first U-Net with full- and half-resolution layers (0.66 GMAC) was memory-bound,
+and its INT8 builds were only 1.2-1.3x faster than FP32 on OpenVINO and ONNX Runtime. Folding the crop
+4x4 into channels first makes every layer compute-bound: INT8 is 2.1-2.3x faster at twice the MACs.
 """
 
 from __future__ import annotations
@@ -15,9 +20,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCH = "unet-s8"
-DEFAULT_WIDTHS = (16, 32, 64, 12)  # 1/2, 1/4, 1/8 resolution, full-resolution head
+ARCH = "unet-s2d"
+DEFAULT_WIDTHS = (48, 96, 128, 48)  # 1/4, 1/8, 1/16 resolution, 1/4-resolution head
 DEFAULT_BLOCKS = 3
+DEFAULT_S2D = 4  # space-to-depth factor at the input, depth-to-space at the output
+# The generator refines, it does not repaint: a residual past this is clipped. Unbounded, a model trained
+# on toothy smiles painted pure white over lower lips (+0.6), and INT8 could not follow it past the
+# calibrated range (30 dB against FP32 on such a crop, 45 dB on average).
+DEFAULT_RESIDUAL_LIMIT = 0.25
 
 
 class ConvBNReLU(nn.Sequential):
@@ -40,34 +50,55 @@ class ResBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, blocks: int = DEFAULT_BLOCKS) -> None:
+    """Space-to-depth U-Net: the crop is folded into s2d x s2d blocks (4 -> 64 channels at 1/4 resolution),
+    so every convolution runs on few pixels with many channels (compute-bound, INT8-friendly); the head
+    predicts the residual of each s2d x s2d block and depth-to-space unfolds it to full resolution."""
+
+    def __init__(
+        self,
+        widths: tuple[int, ...] = DEFAULT_WIDTHS,
+        blocks: int = DEFAULT_BLOCKS,
+        s2d: int = DEFAULT_S2D,
+        residual_limit: float = DEFAULT_RESIDUAL_LIMIT,
+    ) -> None:
         super().__init__()
         w1, w2, w3, w0 = widths
-        self.widths, self.blocks = tuple(widths), blocks
-        self.enc1 = ConvBNReLU(4, w1, stride=2)
+        self.widths, self.blocks, self.s2d, self.residual_limit = tuple(widths), blocks, s2d, float(residual_limit)
+        c0 = 4 * s2d * s2d
+        self.unshuffle = nn.PixelUnshuffle(s2d)
+        self.shuffle = nn.PixelShuffle(s2d)
+        self.enc1 = ConvBNReLU(c0, w1)
         self.enc2 = ConvBNReLU(w1, w2, stride=2)
         self.enc3 = ConvBNReLU(w2, w3, stride=2)
         self.mid = nn.Sequential(*[ResBlock(w3) for _ in range(blocks)])
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.dec2 = ConvBNReLU(w3 + w2, w2)
         self.dec1 = ConvBNReLU(w2 + w1, w1)
-        self.dec0 = ConvBNReLU(w1 + 4, w0)
-        self.head = nn.Conv2d(w0, 3, 3, 1, 1)
+        self.dec0 = ConvBNReLU(w1 + c0, w0)
+        self.head = nn.Conv2d(w0, 3 * s2d * s2d, 3, 1, 1)
         nn.init.zeros_(self.head.weight)  # start as the identity: output = the warped crop
         nn.init.zeros_(self.head.bias)
 
     def forward(self, crop: torch.Tensor) -> torch.Tensor:
         rgb, mask = crop[:, :3], crop[:, 3:4]
-        e1 = self.enc1(crop)
+        x0 = self.unshuffle(crop)
+        e1 = self.enc1(x0)
         e2 = self.enc2(e1)
         e3 = self.mid(self.enc3(e2))
         d2 = self.dec2(torch.cat([self.up(e3), e2], 1))
         d1 = self.dec1(torch.cat([self.up(d2), e1], 1))
-        d0 = self.dec0(torch.cat([self.up(d1), crop], 1))
-        return torch.clamp(rgb + mask * self.head(d0), 0.0, 1.0)
+        d0 = self.dec0(torch.cat([d1, x0], 1))
+        residual = torch.clamp(self.shuffle(self.head(d0)), -self.residual_limit, self.residual_limit)
+        return torch.clamp(rgb + mask * residual, 0.0, 1.0)
 
     def config(self) -> dict:
-        return {"arch": ARCH, "widths": list(self.widths), "blocks": self.blocks}
+        return {
+            "arch": ARCH,
+            "widths": list(self.widths),
+            "blocks": self.blocks,
+            "s2d": self.s2d,
+            "residual_limit": self.residual_limit,
+        }
 
 
 def fuse_batchnorm(model: Generator) -> Generator:
@@ -106,7 +137,9 @@ def macs(model: nn.Module, size: int = 256) -> int:
 def load_checkpoint(path, fuse: bool = True) -> Generator:
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = state["config"]
-    model = Generator(tuple(config["widths"]), config["blocks"])
+    if config.get("arch") != ARCH:
+        raise ValueError(f"{path}: checkpoint of architecture {config.get('arch')!r}, this code builds {ARCH!r}")
+    model = Generator(tuple(config["widths"]), config["blocks"], config["s2d"], config["residual_limit"])
     model.load_state_dict(state["generator"])
     model.eval()
     return fuse_batchnorm(model) if fuse else model

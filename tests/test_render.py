@@ -84,3 +84,20 @@ def test_gaze_moves_the_iris(analyzer, renderer) -> None:
     iris_left = analyzer.mesh.irises(left, measured(analyzer, left))
     iris_right = analyzer.mesh.irises(right, measured(analyzer, right))
     assert (iris_right[:, 0, 0] - iris_left[:, 0, 0]).mean() > 1.0
+
+
+def test_repair_mask_covers_lips_and_eyes_not_the_painted_mouth(renderer) -> None:
+    """The generator is asked to fix the lips' edge and the eyes; the open mouth's painted interior
+    is left to the painter (a generator from few smiling faces would fill it with pale teeth)."""
+    targets, _ = renderer.rig.pose(FaceParams(jaw_open=1.0))
+    mask = renderer._repair_mask(targets)
+    inner = topo.inner_mouth_polygon(targets)[:, :2]
+    centre = inner.mean(0)
+    top_lip, bottom_lip = inner[:, 1].min(), inner[:, 1].max()
+    assert mask[int(centre[1]), int(centre[0])] < 0.1  # the middle of the open mouth (only the blur reaches it)
+    assert mask[int(top_lip), int(centre[0])] > 0.4  # the lips' inner edge
+    assert mask[int(bottom_lip), int(centre[0])] > 0.4
+    for eye in (topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER, topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER):
+        x, y = targets[eye, :2].mean(0)
+        assert mask[int(y), int(x)] > 0.9
+    assert mask[5, 5] == 0.0  # far from the face

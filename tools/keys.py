@@ -2,7 +2,7 @@
 
     python -m tools.keys generate --out ~/.config/portrait/keys/bundle     (bundle.key private, bundle.pub public)
     python -m tools.keys sign models/bundles/default --key ~/.config/portrait/keys/bundle.key
-    python -m tools.keys verify models/bundles/default --pub device/runtime/keys/default.pub
+    python -m tools.keys verify models/bundles/default --pub device/runtime/keys/default-2026-12-01.pub
 
 The private key stays with the operator: never in the repository, never in a bundle. Devices trust
 the public keys in device/runtime/keys/.

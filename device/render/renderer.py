@@ -192,10 +192,18 @@ class Renderer:
             paint_lash_line(region, targets[lower, :2], offset, strength)
 
     def _repair_mask(self, targets: np.ndarray) -> np.ndarray:
-        """Where the generator should work: the mouth opening and the eyes, softly."""
-        mask = np.zeros(self.image.shape[:2], np.float32)
-        for group in (topo.inner_mouth_polygon(targets), targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1]],
-                      targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1]]):  # fmt: skip
-            cv2.fillPoly(mask, [np.round(group[:, :2]).astype(np.int32)], 1.0)
+        """Where the generator should work: the lips' inner edge and the eyes, softly.
+
+        The mouth interior itself is left out: it is the painter's (or the photo's own teeth), and a
+        generator trained on a few smiling faces only knows how to fill it with pale teeth."""
+        height, width = self.image.shape[:2]
         size = max(3, int(self.rig.unit * 0.15) | 1)
-        return cv2.GaussianBlur(cv2.dilate(mask, np.ones((size, size), np.uint8)), (size * 2 + 1,) * 2, 0)
+        kernel = np.ones((size, size), np.uint8)
+        mouth = np.zeros((height, width), np.uint8)
+        cv2.fillPoly(mouth, [np.round(topo.inner_mouth_polygon(targets)[:, :2]).astype(np.int32)], 1)
+        mask = (cv2.dilate(mouth, kernel) - cv2.erode(mouth, kernel)).astype(np.float32)
+        for eye in (targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1]],
+                    targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1]]):  # fmt: skip
+            cv2.fillPoly(mask, [np.round(eye[:, :2]).astype(np.int32)], 1.0)
+        mask = np.maximum(mask, cv2.dilate(mask, kernel) * (1 - mouth))
+        return cv2.GaussianBlur(mask, (size * 2 + 1,) * 2, 0)
