@@ -4,7 +4,8 @@ A real face is animated by the device's renderer (rig -> two-map warp -> painted
 lash lines) to a random pose, and the result is animated back to the original landmarks by a second
 renderer that takes the first one's frame as its photo. What comes back has exactly the device's
 artefacts (double resampling blur, stretched lips and lids, a painted mouth where the photo's mouth was
-open, squeezed paint where it was closed) and the original photo is the ground truth. Heavy
+open, squeezed paint where it was closed) and the original photo is the ground truth, except inside
+its mouth opening, where the device's paint is (the generator is not to invent teeth). Heavy
 augmentation (scale, rotation, colour, blur, noise, JPEG, flips) stretches a few photos a long way.
 
 Everything here is numpy/OpenCV (no torch), so the export calibration uses it too.
@@ -19,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device.face import topology as topo
 from device.face.analysis import Face, FaceAnalyzer
 from device.motion.params import FaceParams
 from device.render.renderer import Renderer
@@ -27,7 +29,7 @@ from device.runtime import crop as cropping
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MIN_FACE = 96  # smaller faces give crops too blurry to learn detail from
 # Bumped whenever the pairs change (renderer paint, repair mask, recipe): part of the cache file names.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 @dataclass
@@ -154,10 +156,19 @@ def round_trip(
     back._paint(restored, home, FaceParams())
     mask = back._repair_mask(home)
     matrix = cropping.align_matrix(home, size, template)
+    warped = cropping.extract(restored, matrix, size)
+    target = cropping.extract(image, matrix, size)
+    # Inside the photo's own mouth opening the device paints the interior, whatever the photo showed:
+    # there the ground truth is that paint, not the photo's teeth (learning those taught the generator
+    # to whiten every lower lip).
+    interior = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(interior, [np.round(topo.inner_mouth_polygon(home)).astype(np.int32)], 255)
+    inside = cropping.extract(interior, matrix, size) > 127
+    target[inside] = warped[inside]
     return Sample(
-        warped=cropping.extract(restored, matrix, size),
+        warped=warped,
         mask=np.clip(cropping.extract(mask, matrix, size), 0.0, 1.0).astype(np.float32),
-        target=cropping.extract(image, matrix, size),
+        target=target,
     )
 
 
