@@ -27,7 +27,8 @@ class Target:
 
 
 class OnnxRuntimeTarget(Target):
-    """Static QDQ: uint8 activations, int8 per-channel weights, reduce_range for x86 without VNNI."""
+    """Static QDQ: uint8 activations, int8 per-channel weights, reduce_range (on by default: x86 without VNNI
+    needs it)."""
 
     name = "onnxruntime"
 

@@ -20,10 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.face import topology as topo
 from device.face.analysis import Face, FaceAnalyzer
 from device.motion.params import FaceParams
-from device.render.renderer import Renderer
+from device.render.renderer import Renderer, mouth_interior
 from device.runtime import crop as cropping
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -161,9 +160,7 @@ def round_trip(
     # Inside the photo's own mouth opening the device paints the interior, whatever the photo showed:
     # there the ground truth is that paint, not the photo's teeth (learning those taught the generator
     # to whiten every lower lip).
-    interior = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(interior, [np.round(topo.inner_mouth_polygon(home)).astype(np.int32)], 255)
-    inside = cropping.extract(interior, matrix, size) > 127
+    inside = cropping.extract(mouth_interior(home, image.shape) * 255, matrix, size) > 127
     target[inside] = warped[inside]
     return Sample(
         warped=warped,

@@ -1,7 +1,7 @@
 """The refinement generator: a small U-Net on the aligned face crop, built for INT8 on the edge.
 
 Inputs: one NCHW float32 tensor `crop` (1, 4, S, S), values 0..1: channels 0-2 the warped crop in RGB,
-channel 3 the repair mask (1 where the warp stretched or painted: mouth opening, eyes).
+channel 3 the repair mask (1 where the warp stretches most: the lips' inner edge and the eyes).
 Output: `refined` (1, 3, S, S) RGB 0..1 = warped + mask * residual, clamped: outside the mask the
 crop passes through unchanged, so the network only has to be right where the warp fails.
 
@@ -12,7 +12,8 @@ INT8-quantizes on ONNX Runtime, OpenVINO and TFLite. 1.39 M parameters, 1.15 GMA
 
 Why space-to-depth: a first U-Net with full- and half-resolution layers (0.66 GMAC) was memory-bound,
 and its INT8 builds were only 1.2-1.3x faster than FP32 on OpenVINO and ONNX Runtime. Folding the crop
-4x4 into channels first makes every layer compute-bound: INT8 is 2.1-2.3x faster at twice the MACs.
+4x4 into channels first makes every layer compute-bound: INT8 is 2.0-2.3x (ONNX Runtime) and 2.6-3.1x
+(OpenVINO) faster at twice the MACs (models/README.md).
 """
 
 from __future__ import annotations

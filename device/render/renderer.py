@@ -31,6 +31,13 @@ CONTROL_UPPER_MAP = [i for i in CONTROL if i not in set(LOWER_LIP) | _LOWER_LIDS
 CONTROL_LOWER_MAP = [i for i in CONTROL if i not in set(UPPER_LIP) | _UPPER_LIDS]
 
 
+def mouth_interior(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """HxW uint8, 1 inside the mouth opening of the landmarks `points`: the area the painter owns."""
+    interior = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(interior, [np.round(topo.inner_mouth_polygon(points)[:, :2]).astype(np.int32)], 1)
+    return interior
+
+
 class GeneratorStage(Protocol):
     """The seam for the trained generator (see device/runtime): it refines the warped frame where the
     warp stretched or painted, given this frame's landmarks and a repair mask over the frame."""
@@ -196,11 +203,9 @@ class Renderer:
 
         The mouth interior itself is left out: it is the painter's (or the photo's own teeth), and a
         generator trained on a few smiling faces only knows how to fill it with pale teeth."""
-        height, width = self.image.shape[:2]
         size = max(3, int(self.rig.unit * 0.15) | 1)
         kernel = np.ones((size, size), np.uint8)
-        mouth = np.zeros((height, width), np.uint8)
-        cv2.fillPoly(mouth, [np.round(topo.inner_mouth_polygon(targets)[:, :2]).astype(np.int32)], 1)
+        mouth = mouth_interior(targets, self.image.shape)
         mask = (cv2.dilate(mouth, kernel) - cv2.erode(mouth, kernel)).astype(np.float32)
         for eye in (targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1]],
                     targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1]]):  # fmt: skip

@@ -87,7 +87,7 @@ def test_bundle_manifest_has_the_contract_and_files_by_hash(exported):
     assert manifest["evaluation"]["visual_review"] == load_verdict(CHECKPOINT)  # the review is signed in
 
 
-def test_openvino_fp32_row_is_really_fp32(exported):
+def test_openvino_fp32_row_is_really_fp32():
     """On CPUs with bf16, OpenVINO lowers FP32 models unless told: the baseline row must not be bf16."""
     from export.targets import TARGETS
 

@@ -1,4 +1,4 @@
-"""reduce_range is chosen from the CPU that validates the export: on only for x86 without VNNI."""
+"""`--reduce-range auto` decides from the exporting CPU: on only for x86 without VNNI."""
 
 from __future__ import annotations
 
