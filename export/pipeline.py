@@ -87,22 +87,30 @@ def _latencies(backends: list, x: np.ndarray, runs: int, block: int = 20) -> lis
 
 
 def _accuracy(backend, held: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean and worst PSNR/SSIM over the held-out crops: the floor is held by the worst crop, because a
+    mean can hide one crop whose residual left the calibrated range (45.7 dB mean, 30.5 dB worst, seen)."""
     outs = np.clip(np.stack([backend.run(x[None])[0] for x in held]), 0, 1)
+    psnrs = [_psnr(o, r) for o, r in zip(outs, reference, strict=True)]
+    ssims = [_ssim(o, r) for o, r in zip(outs, reference, strict=True)]
     return {
-        "psnr": round(float(np.mean([_psnr(o, r) for o, r in zip(outs, reference, strict=True)])), 2),
-        "ssim": round(float(np.mean([_ssim(o, r) for o, r in zip(outs, reference, strict=True)])), 4),
+        "psnr": round(float(np.mean(psnrs)), 2),
+        "ssim": round(float(np.mean(ssims)), 4),
+        "psnr_worst": round(float(np.min(psnrs)), 2),
+        "ssim_worst": round(float(np.min(ssims)), 4),
     }
 
 
 def format_table(rows: list[dict]) -> str:
     lines = [
-        "| target | precision | size | PSNR dB vs FP32 | SSIM vs FP32 | p50 ms | speed-up vs FP32 | status |",
+        "| target | precision | size | PSNR dB vs FP32 (worst) | SSIM vs FP32 (worst) | p50 ms | speed-up vs FP32 "
+        "| status |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         lines.append(
-            f"| {r['target']} | {r['precision']} | {r['bytes'] / 1e6:.2f} MB | {r['psnr']:.2f} | {r['ssim']:.4f} "
+            f"| {r['target']} | {r['precision']} | {r['bytes'] / 1e6:.2f} MB "
+            f"| {r['psnr']:.2f} ({r['psnr_worst']:.2f}) | {r['ssim']:.4f} ({r['ssim_worst']:.4f}) "
             f"| {r['latency_ms']['p50']:.2f} | {speed} | {r['status']} |"
         )
     return "\n".join(lines)
@@ -158,9 +166,8 @@ def export(
         model = load_checkpoint(checkpoint, fuse=True)
     except ValueError as exc:
         raise BadInput(f"export: {exc}") from exc
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    size = int(size or state["config"].get("crop", 256))
-    multiple = 4 * int(state["config"]["s2d"])  # space-to-depth, then two stride-2 levels
+    size = int(size or model.trained_crop)
+    multiple = 4 * model.s2d  # space-to-depth, then two stride-2 levels
     if size <= 0 or size % multiple:
         raise BadInput(f"export: crop size {size} must be a positive multiple of {multiple} for this generator")
     started = time.time()
@@ -241,6 +248,8 @@ def export(
                 "bytes": checkpoint.stat().st_size,
                 "psnr": 99.0,
                 "ssim": 1.0,
+                "psnr_worst": 99.0,
+                "ssim_worst": 1.0,
                 "latency_ms": {"p50": round(float(np.median(ref_times)), 2)},
                 "speedup": None,
                 "status": "reference",
@@ -270,7 +279,7 @@ def export(
                 log(f"export: {runtime}: FAILED to build: {e}")
                 continue
             speedup = fp32["latency_ms"]["p50"] / max(int8["latency_ms"]["p50"], 1e-6)
-            ok = int8["psnr"] >= floor_psnr and int8["ssim"] >= floor_ssim
+            ok = int8["psnr_worst"] >= floor_psnr and int8["ssim_worst"] >= floor_ssim
             rows.append(
                 {
                     "target": runtime,
@@ -293,7 +302,8 @@ def export(
             )
             if not ok:
                 failures.append(
-                    f"{runtime}: INT8 gives PSNR {int8['psnr']:.2f} dB / SSIM {int8['ssim']:.4f} against FP32, "
+                    f"{runtime}: INT8 gives PSNR {int8['psnr_worst']:.2f} dB / SSIM {int8['ssim_worst']:.4f} "
+                    f"against FP32 on its worst held-out crop (mean {int8['psnr']:.2f} dB / {int8['ssim']:.4f}), "
                     f"below the floor of {floor_psnr} dB / {floor_ssim}"
                 )
                 continue
@@ -312,7 +322,7 @@ def export(
                 **entry,
                 "files": files,
                 "precision": "int8",
-                "accuracy_vs_fp32": {"psnr": int8["psnr"], "ssim": int8["ssim"]},
+                "accuracy_vs_fp32": {k: int8[k] for k in ("psnr", "ssim", "psnr_worst", "ssim_worst")},
                 "latency_ms": int8["latency_ms"],
                 "fp32_latency_ms": fp32["latency_ms"],
                 "speedup_vs_fp32": round(speedup, 2),
@@ -328,7 +338,7 @@ def export(
         golden_in = np.round(held[:n] * 255).astype(np.uint8)
         golden_out = np.round(np.clip(reference[:n], 0, 1) * 255).astype(np.uint8)
         np.savez_compressed(staging / "golden.npz", inputs=golden_in, expected=golden_out)
-        worst = min(r["accuracy_vs_fp32"]["psnr"] for r in runtimes.values())
+        worst = min(r["accuracy_vs_fp32"]["psnr_worst"] for r in runtimes.values())
         eval_path = checkpoint.with_suffix(".eval.json")
         evaluation = (
             json.loads(eval_path.read_text())
@@ -380,7 +390,7 @@ def export(
             "source": {
                 "checkpoint": checkpoint.name,
                 "checkpoint_sha256": sha256_file(checkpoint),
-                "config": state["config"],
+                "config": model.config() | {"crop": model.trained_crop},
                 "gmacs": round(macs(model, size) / 1e9, 3),
                 "parameters": int(sum(p.numel() for p in model.parameters())),
             },

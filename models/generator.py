@@ -65,6 +65,7 @@ class Generator(nn.Module):
         super().__init__()
         w1, w2, w3, w0 = widths
         self.widths, self.blocks, self.s2d, self.residual_limit = tuple(widths), blocks, s2d, float(residual_limit)
+        self.trained_crop = 256
         c0 = 4 * s2d * s2d
         self.unshuffle = nn.PixelUnshuffle(s2d)
         self.shuffle = nn.PixelShuffle(s2d)
@@ -142,6 +143,7 @@ def load_checkpoint(path, fuse: bool = True) -> Generator:
         raise ValueError(f"{path}: checkpoint of architecture {config.get('arch')!r}, this code builds {ARCH!r}")
     model = Generator(tuple(config["widths"]), config["blocks"], config["s2d"], config["residual_limit"])
     model.load_state_dict(state["generator"])
+    model.trained_crop = int(config.get("crop", 256))  # the crop size it was trained at: export's default
     model.eval()
     return fuse_batchnorm(model) if fuse else model
 
