@@ -160,11 +160,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0, help="mirror measurement per row")
     parser.add_argument("--soak-jobs", type=int, default=30, help="animate jobs in the memory soak (0: skip)")
+    parser.add_argument(
+        "--backend", default="auto", help="generator backend for the mirror and first-frame rows (auto, none, ...)"
+    )
     args = parser.parse_args()
 
     from device.pipeline import Animator
 
-    animator = Animator(backend="auto")
+    animator = Animator(backend=args.backend)
     print(f"generator: {getattr(animator.generator, 'name', 'none') if animator.generator else 'none (warp only)'}")
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "performer.mp4"
