@@ -20,6 +20,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.assets import sha256_file
+
 
 @dataclass(frozen=True)
 class Photo:
@@ -156,7 +158,7 @@ def extract(archive: Path, source: Source, folders: dict[str, Path]) -> list[Pat
 def _already_there(source: Source, folders: dict[str, Path]) -> bool:
     for photo in source.photos:
         path = folders[photo.split] / photo.name
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != photo.sha256:
+        if not path.is_file() or sha256_file(path) != photo.sha256:
             return False
     return True
 

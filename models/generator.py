@@ -125,8 +125,9 @@ class SplitConvReLU(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, channels_a: int) -> None:
         super().__init__()
-        self.a = nn.Conv2d(channels_a, conv.out_channels, 3, conv.stride, 1, bias=True)
-        self.b = nn.Conv2d(conv.in_channels - channels_a, conv.out_channels, 3, conv.stride, 1, bias=False)
+        shape = {"kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding}
+        self.a = nn.Conv2d(channels_a, conv.out_channels, **shape, bias=True)
+        self.b = nn.Conv2d(conv.in_channels - channels_a, conv.out_channels, **shape, bias=False)
         with torch.no_grad():
             self.a.weight.copy_(conv.weight[:, :channels_a])
             self.a.bias.copy_(conv.bias)
@@ -141,7 +142,7 @@ def split_input_concat(model: Generator) -> Generator:
     after fuse_batchnorm). Same outputs; but ONNX Runtime keeps the quantized network in NHWC and the
     input fold in NCHW, so that concat cost a transpose each way (a fifth of its INT8 time went into
     transposes, profiled), while a convolution reads either layout."""
-    if isinstance(model.dec0, SplitConvReLU) or model.dec0[0].bias is None:  # done, or not fused yet
+    if isinstance(model.dec0, SplitConvReLU) or isinstance(model.dec0[1], nn.BatchNorm2d):  # done, or not fused
         return model
     model.dec0 = SplitConvReLU(model.dec0[0], model.widths[0])
     return model.eval()
