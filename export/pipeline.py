@@ -390,7 +390,7 @@ def export(
             "source": {
                 "checkpoint": checkpoint.name,
                 "checkpoint_sha256": sha256_file(checkpoint),
-                "config": model.config() | {"crop": model.trained_crop},
+                "config": model.config(),
                 "gmacs": round(macs(model, size) / 1e9, 3),
                 "parameters": int(sum(p.numel() for p in model.parameters())),
             },

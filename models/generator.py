@@ -101,6 +101,7 @@ class Generator(nn.Module):
             "blocks": self.blocks,
             "s2d": self.s2d,
             "residual_limit": self.residual_limit,
+            "crop": self.trained_crop,
         }
 
 

@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     gen, disc = Generator(), PatchDiscriminator()
+    gen.trained_crop = args.size
     print(
         f"generator: {sum(p.numel() for p in gen.parameters()) / 1e6:.3f} M parameters, "
         f"{macs(Generator(), args.size) / 1e9:.3f} GMAC at {args.size}x{args.size}"
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     def save():
         torch.save(
             {
-                "config": gen.config() | {"crop": args.size},
+                "config": gen.config(),
                 "generator": gen.state_dict(),
                 "trained_steps": step,
                 "seed": args.seed,
