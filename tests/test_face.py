@@ -161,3 +161,15 @@ def test_cli_bad_photo_exits_2_naming_the_file(tmp_path) -> None:
     garbage.write_bytes(b"\x00\x01 not a jpeg")
     result = run_cli("animate", str(garbage), "--out", str(tmp_path / "out.mp4"))
     assert result.returncode == 2 and "garbage.jpg" in result.stderr
+
+
+def test_one_analyzer_shared_by_two_threads_gives_each_its_own_faces(analyzer, astronaut) -> None:
+    """The daemon's live preview detects faces while a job analyses its photo, on one analyzer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [astronaut, np.ascontiguousarray(astronaut[:, ::-1])]
+    alone = [analyzer.detect(image)[0].box for image in images]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda i: (i % 2, analyzer.detect(images[i % 2])[0].box), range(40)))
+    for which, box in together:
+        assert np.array_equal(box, alone[which]), which

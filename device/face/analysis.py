@@ -29,7 +29,7 @@ class Face:
 
 
 class FaceAnalyzer:
-    """Holds the face models; one per process is enough (they are small and thread-safe per call)."""
+    """Holds the face models; one per process is enough (small, and each model serialises its own calls)."""
 
     def __init__(self, threads: int = 2, iris: bool = True) -> None:
         self.detector = FaceDetector(threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,12 @@ class TFLiteModel:
         self.input_index = detail["index"]
         self.input_shape = tuple(int(v) for v in detail["shape"])
         self.output_indices = [d["index"] for d in self.interpreter.get_output_details()]
+        # The daemon's analyzer is shared by the live preview and the job threads; an interpreter holds
+        # one set of tensors, so calls take turns.
+        self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        self.interpreter.set_tensor(self.input_index, np.ascontiguousarray(batch, dtype=np.float32))
-        self.interpreter.invoke()
-        return [self.interpreter.get_tensor(i).copy() for i in self.output_indices]
+        with self._lock:
+            self.interpreter.set_tensor(self.input_index, np.ascontiguousarray(batch, dtype=np.float32))
+            self.interpreter.invoke()
+            return [self.interpreter.get_tensor(i).copy() for i in self.output_indices]

@@ -8,6 +8,7 @@ canonical NCHW float32 tensors, whatever layout its own file uses.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -27,6 +28,9 @@ class Backend(ABC):
         self.output_name = entry.get("output", contract["outputs"][0]["name"])
         self.input_shape = list(contract["inputs"][0]["shape"])
         self.output_shape = list(contract["outputs"][0]["shape"])
+        # One backend serves the daemon's jobs and its live stage at once; an OpenVINO infer request and
+        # a TFLite interpreter hold one set of tensors, so calls take turns.
+        self._lock = threading.Lock()
         self.load()
         self._check_shapes()
 
@@ -61,5 +65,8 @@ class Backend(ABC):
         """NCHW float32 in, NCHW float32 out (the contract's canonical layout)."""
         x = np.ascontiguousarray(x, np.float32)
         if self.layout == "NHWC":
-            return np.ascontiguousarray(self._run(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2))
-        return self._run(x)
+            with self._lock:
+                y = self._run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+            return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        with self._lock:
+            return self._run(x)

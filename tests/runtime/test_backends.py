@@ -67,6 +67,22 @@ def test_each_installed_backend_passes_the_golden_vectors(name):
     assert name in installed_backends()
 
 
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_a_backend_shared_by_two_threads_gives_each_its_own_answer(name, bundle):
+    """The daemon's jobs and its live stage call one backend at once: each call must get the output
+    for its own input, never the other thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = load_generator(name).backend
+    golden = np.load(bundle.path / "golden.npz")
+    inputs = golden["inputs"][:2].astype(np.float32) / 255.0
+    alone = [backend.run(x[None]) for x in inputs]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda i: (i % 2, backend.run(inputs[i % 2][None])), range(40)))
+    for which, out in together:
+        assert np.array_equal(out, alone[which]), (name, which)
+
+
 def test_all_backends_agree(bundle):
     inputs, _ = bundle.golden()
     outputs = {}
