@@ -43,7 +43,7 @@ def _performer(path: Path, frames: int = 100) -> None:
 
 def bench_mirror(seconds: float, camera_fps: float | None, video: Path, animator) -> dict:
     from device import assets
-    from device.service.config import AppConfig
+    from device.config import AppConfig
     from device.service.live import LiveRenderer
     from device.service.modes import StageHooks
     from device.service.stats import FrameMetrics

@@ -17,20 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from device.errors import CommandError
+
 JOB_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 LANG = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
 Priority = Literal["kiosk", "interactive", "batch"]
-
-
-class CommandError(Exception):
-    def __init__(self, field: str, message: str, request_id: str | None = None) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.request_id = request_id
-
-    def reply(self) -> dict[str, Any]:
-        return {"field": self.field, "message": self.message}
 
 
 @dataclass

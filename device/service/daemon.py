@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from device import __version__
+from device.config import AppConfig, ConfigError, ConfigStore, Script, needs_restart
 from device.errors import BadInput
+from device.logs import kv, setup_logging
 from device.pipeline import AnimateRequest, AnimateResult
 from device.service.commands import (
     AnimateCommand,
@@ -43,9 +45,7 @@ from device.service.commands import (
     image_kind,
     parse_command,
 )
-from device.service.config import AppConfig, ConfigError, ConfigStore, Script, needs_restart
 from device.service.jobs import DuplicateJob, Job, JobQueue, JobState, QueueFull, UnknownJob
-from device.service.logs import kv, setup_logging
 from device.service.modes import LiveStage, ModeController, ModeUnavailable, StageHooks
 from device.service.mqtt import MqttLink, Topics, discovery_messages
 from device.service.notify import Notifier

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from device.config import AppConfig, Mode, Script
+from device.logs import kv
 from device.motion.idle import COLUMN, IdleMotion
 from device.motion.params import MOUTH_CHANNELS, FaceParams
-from device.service.config import AppConfig, Mode, Script
-from device.service.logs import kv
 from device.service.modes import StageHooks
 
 log = logging.getLogger(__name__)

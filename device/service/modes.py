@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from device.service.config import AppConfig, Mode, PortraitSection, Script
-from device.service.logs import kv
+from device.config import AppConfig, Mode, PortraitSection, Script
+from device.logs import kv
 from device.service.stats import FrameMetrics
 
 log = logging.getLogger(__name__)

@@ -35,8 +35,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from device.service.config import ConfigError, MqttSection
-from device.service.logs import kv
+from device.config import ConfigError, MqttSection
+from device.logs import kv
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from device.service.logs import kv
+from device.logs import kv
 
 log = logging.getLogger(__name__)
 

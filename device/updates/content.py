@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device.service.config import AppConfig, Script
+from device.config import AppConfig, Script
 from device.updates.install import manifest
 
 CHANGED_KEYS = ["portrait.photo", "portrait.playlist", "portrait.schedule_interval_s"]

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from device.files import atomic_write
+
 PURPOSE = "bundle-signing"
 
 
@@ -142,8 +144,6 @@ class KeyChain:
             return False  # an older (or the same) list cannot un-revoke anything
         self.serial, self.revoked = serial, {str(k) for k in revoked}
         if persist:
-            from device.service.config import atomic_write
-
             atomic_write(self.store, json.dumps(doc).encode())
         return True
 

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from device.errors import BadInput
-from device.service.commands import CommandError
-from device.service.config import ConfigError, atomic_write
-from device.service.logs import kv
+from device.config import ConfigError
+from device.errors import BadInput, CommandError
+from device.files import atomic_write
+from device.logs import kv
 from device.updates.install import (
     HealthCheckFailed,
     Slots,

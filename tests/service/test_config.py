@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from device.service.config import AppConfig, ConfigError, ConfigStore, MqttSection, read_toml, validate
+from device.config import AppConfig, ConfigError, ConfigStore, MqttSection, read_toml, validate
 from tests.service.support import REPO
 
 EXAMPLE = REPO / "config" / "portrait.example.toml"

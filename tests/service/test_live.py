@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from device.config import AppConfig, Script
 from device.face import topology as topo
 from device.motion.params import FaceParams
-from device.service.config import AppConfig, Script
 from device.service.live import LiveRenderer
 from device.service.modes import StageHooks
 from device.service.stats import FrameMetrics

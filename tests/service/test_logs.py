@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from device.service.logs import KeyValueFormatter, kv
+from device.logs import KeyValueFormatter, kv
 
 
 def format_line(message: str, **fields: object) -> str:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from device.service.config import AppConfig, PortraitSection, Script
+from device.config import AppConfig, PortraitSection, Script
 from device.service.modes import ModeController, ModeUnavailable, PlaylistScheduler, StageHooks
 from device.service.stats import FrameMetrics
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from device.service.config import MqttSection
+from device.config import MqttSection
 from device.service.mqtt import MqttLink, Topics
 from device.service.outbox import Outbox, OutboxSender, event_payload
 from tests.service.support import Broker, Watcher, wait_until

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from device.config import ConfigStore
 from device.pipeline import AnimateRequest, AnimateResult
-from device.service.config import ConfigStore
 from device.service.daemon import Daemon
 from device.service.jobs import JobState
 from tests.service.support import toml_dumps

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from device.capture.config import CameraConfig
 from device.errors import BadInput
+from device.files import atomic_write
 
 OVERRIDE_FILE = "config.override.json"
 TOPIC_SAFE = r"^[A-Za-z0-9_.-]{1,64}$"  # no '/', '+', '#': it becomes one MQTT topic level
@@ -439,21 +440,6 @@ class ConfigStore:
 
 def needs_restart(key: str) -> bool:
     return key.startswith(RESTART_KEYS) and not key.startswith(HOT_MQTT_KEYS)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a power cut
-    finally:
-        os.close(dir_fd)
 
 
 def load_config(path: Path) -> AppConfig:
