@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from device.capture.config import CameraConfig
 from device.errors import BadInput
-from device.files import atomic_write
+from device.files import allowed_file, atomic_write
 
 OVERRIDE_FILE = "config.override.json"
 TOPIC_SAFE = r"^[A-Za-z0-9_.-]{1,64}$"  # no '/', '+', '#': it becomes one MQTT topic level
@@ -105,7 +105,10 @@ class MqttSection(Section):
     enabled: bool = Field(True, description="Connect to a broker at all (off: a stand-alone exhibit).")
     host: str = Field("localhost", description="Broker host name or address.")
     port: int | None = Field(None, ge=1, le=65535, description="Broker port. Unset: 1883, or 8883 with TLS.")
-    client_id: str | None = Field(None, description="MQTT client id. Unset: portrait-<device id>.")
+    client_id: str | None = Field(
+        None, description="MQTT client id, stable across restarts (the broker keys our session by it). "
+        "Unset: portrait-<device id>."
+    )
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keepalive interval in seconds.")
     username: str | None = Field(None, description="User name for the broker.")
     password_file: Path | None = Field(
@@ -130,6 +133,20 @@ class MqttSection(Section):
     stats_interval_s: float = Field(30.0, ge=1, description="Seconds between stats messages.")
     max_payload_bytes: int = Field(
         6_000_000, ge=1024, description="Commands larger than this are refused with an error reply."
+    )
+    command_queue: int = Field(
+        100, ge=1, le=10_000, description="Commands waiting to be handled; beyond it each is answered 'busy' at once."
+    )
+    session_expiry_s: int = Field(
+        86_400,
+        ge=0,
+        description="The broker keeps our session (subscriptions, QoS 1 commands sent meanwhile) this long "
+        "while the device is away, so commands sent during an outage or a restart arrive when it returns.",
+    )
+    command_max_age_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A command carrying its send time (`sent`, Unix seconds) older than this is refused as stale.",
     )
     outbox_max_events: int = Field(
         10_000, ge=10, description="Events kept on disk while the broker is away; beyond it the oldest go."
@@ -195,6 +212,13 @@ class JobsSection(Section):
     )
     max_photo_bytes: int = Field(
         4_000_000, ge=1024, description="Largest photo a command may carry inline (base64), decoded."
+    )
+    max_photo_pixels: int = Field(
+        40_000_000,
+        ge=10_000,
+        le=200_000_000,
+        description="Photos (files and inline) whose header declares more pixels are refused before decoding: "
+        "a small compressed file can declare a size that takes gigabytes to decode.",
     )
     progress_interval_s: float = Field(1.0, ge=0, description="Least seconds between two progress events.")
     shutdown_grace_s: float = Field(
@@ -278,6 +302,14 @@ class UpdatesSection(Section):
     )
     window_chunks: int = Field(8, ge=1, le=256, description="Chunks asked for at a time.")
     chunk_timeout_s: float = Field(10.0, gt=0, description="Ask again for chunks that did not come in this long.")
+    chunk_retries: int = Field(
+        5, ge=0, le=1000, description="Times a chunk is asked for again (it did not come, or came with the wrong "
+        "sha256) before the job FAILS; for an HTTP(S) source, tries in a row that bring no byte."
+    )
+    download_timeout_s: float = Field(
+        14400.0, gt=0, description="The whole download must finish within this many seconds of its first start "
+        "(restarts included), else the job FAILS."
+    )
     rate_bytes_s: int = Field(0, ge=0, description="Download at most this many bytes/s (0: no limit).")
     probation_s: float = Field(
         300.0, ge=0, description="After a switch: a crash loop or a watchdog failure this long rolls back."
@@ -320,11 +352,29 @@ class AppConfig(Section):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-# Keys that a `config` command may change but that only take effect after a restart.
-RESTART_KEYS = ("device.", "mqtt.", "generator.", "camera", "log.")
-HOT_MQTT_KEYS = ("mqtt.stats_interval_s", "mqtt.max_payload_bytes", "mqtt.homeassistant.")
-# Keys a command may not change: the override file itself lives in state_dir.
-LOCKED_KEYS = ("device.state_dir", "updates.root_key", "updates.root")  # issue 5: trust is not remote-settable
+# What an unsigned `config` command may change: content, schedule, mode, display and the like. The
+# broker, credentials, identity, paths, keys and update policy come only from the local file (or a
+# signed content bundle): anyone who can publish on the broker must not be able to take the device over.
+REMOTE_KEYS = (
+    "mode",
+    "portrait.playlist",
+    "portrait.schedule_interval_s",
+    "portrait.visitor_frames",
+    "portrait.visitor_cooldown_s",
+    "capture.line.",
+    "output.display",
+    "output.fps",
+    "output.size",
+    "jobs.queue_size",
+    "jobs.progress_interval_s",
+    "mqtt.stats_interval_s",
+    "mqtt.homeassistant.discovery",
+)
+
+
+def remote_settable(key: str) -> bool:
+    """True for a dotted key (e.g. 'portrait.playlist') that a `config` command may change."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in REMOTE_KEYS)
 
 
 def describe_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
@@ -406,6 +456,9 @@ class ConfigStore:
                 overrides = json.loads(self.override_path.read_text())
                 if not isinstance(overrides, dict):
                     raise ValueError("not a JSON object")
+                locked = [k for k in flatten(overrides) if not remote_settable(k)]
+                if locked:
+                    raise ValueError(f"sets {', '.join(locked)}, which only the config file may set")
                 self.config = validate(deep_merge(self.base, overrides), str(self.override_path))
                 self.overrides = overrides
             except (OSError, ValueError, ConfigError) as exc:
@@ -414,16 +467,17 @@ class ConfigStore:
 
     def check_change(self, changes: dict[str, Any]) -> tuple[AppConfig, list[str]]:
         """The config after `changes` and the dotted keys they change; raises ConfigError naming a key."""
-        changed_keys = [k for k in flatten(changes) if k.startswith(LOCKED_KEYS)]
-        if changed_keys:
-            message = "cannot be changed over MQTT"
-            raise ConfigError(f"{changed_keys[0]}: {message}", changed_keys[0], message)
+        for key in flatten(changes):
+            if not remote_settable(key):
+                message = "cannot be changed over MQTT (only in the local config file)"
+                raise ConfigError(f"{key}: {message}", key, message)
         merged = deep_merge(self.base, deep_merge(self.overrides, changes))
         try:
             new = AppConfig.model_validate(merged)
         except ValidationError as exc:
             key, message = describe_errors(exc)[0]
             raise ConfigError(f"{key}: {message}", key, message) from None
+        _check_remote_audio(changes, new.jobs.audio_dirs)
         old_flat = flatten(self.config.model_dump(mode="json"))
         new_flat = flatten(new.model_dump(mode="json"))
         keys = sorted(k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k))
@@ -438,8 +492,22 @@ class ConfigStore:
         return new, keys
 
 
-def needs_restart(key: str) -> bool:
-    return key.startswith(RESTART_KEYS) and not key.startswith(HOT_MQTT_KEYS)
+def _check_remote_audio(changes: dict[str, Any], audio_dirs: list[Path]) -> None:
+    """A script sent over MQTT may only name audio inside jobs.audio_dirs, as commands may."""
+    portrait, capture = changes.get("portrait"), changes.get("capture")
+    scripts: list[tuple[str, Any]] = []
+    if isinstance(portrait, dict) and isinstance(portrait.get("playlist"), list):
+        scripts += [(f"portrait.playlist.{i}.audio", s) for i, s in enumerate(portrait["playlist"])]
+    if isinstance(capture, dict):
+        scripts.append(("capture.line.audio", capture.get("line")))
+    for key, script in scripts:
+        audio = script.get("audio") if isinstance(script, dict) else None
+        if audio is None:
+            continue
+        try:
+            allowed_file(str(audio), audio_dirs, "jobs.audio_dirs")
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}", key, str(exc)) from None
 
 
 def load_config(path: Path) -> AppConfig:

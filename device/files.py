@@ -20,3 +20,17 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)  # the rename itself must survive a power cut
     finally:
         os.close(dir_fd)
+
+
+def allowed_file(value: str, folders: list[Path], setting: str) -> str:
+    """The resolved path, if it names an existing file inside one of the folders."""
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    real = path.resolve()  # follows symlinks and '..': a link out of the folder is still outside
+    if not any(real.is_relative_to(folder.resolve()) for folder in folders):
+        # Checked before existence, so a probe cannot learn which files exist elsewhere.
+        raise ValueError(f"is outside the allowed folders ({setting})")
+    if not real.is_file():
+        raise ValueError("no such file")
+    return str(real)

@@ -33,6 +33,7 @@ class AnimateRequest:
     face: int = 0  # which face when there are several, largest first
     seed: int = 0  # idle motion (blinks, saccades) is random but reproducible
     backend: str = "auto"  # generator runtime; "none" renders with the warp alone
+    max_pixels: int | None = None  # photos declaring more pixels are refused; None: the default (40 MP)
 
 
 @dataclass
@@ -62,21 +63,21 @@ def output_size(width: int, height: int, size: int | None) -> tuple[int, int]:
 
 
 def prepare_photo(
-    analyzer, photo: Path | np.ndarray, size: int | None = None, face: int = 0
+    analyzer, photo: Path | np.ndarray, size: int | None = None, face: int = 0, max_pixels: int | None = None
 ) -> tuple[np.ndarray, object, str]:
     """Load the photo, analyse the chosen face at full resolution, then scale both to the output size.
 
     Returns (RGB image at output size, Face with landmarks in output pixels, the photo's name)."""
     import cv2
 
-    from device.face.photo import load_photo
+    from device.face.photo import DEFAULT_MAX_PIXELS, load_photo
 
     if isinstance(photo, np.ndarray):
         image, name = photo, "photo"
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise BadInput(f"photo: expected an RGB uint8 image, got {image.shape} {image.dtype}")
     else:
-        image, name = load_photo(photo), str(photo)
+        image, name = load_photo(photo, max_pixels or DEFAULT_MAX_PIXELS), str(photo)
     found = analyzer.analyse(image, face=face, name=name)
     height, width = image.shape[:2]
     out_w, out_h = output_size(width, height, size)
@@ -106,7 +107,9 @@ class Animator:
 
     # --- inputs -------------------------------------------------------------------------------
     def prepare_photo(self, request: AnimateRequest) -> tuple[np.ndarray, object, str]:
-        return prepare_photo(self.analyzer, request.photo, size=request.size, face=request.face)
+        return prepare_photo(
+            self.analyzer, request.photo, size=request.size, face=request.face, max_pixels=request.max_pixels
+        )
 
     @staticmethod
     def prepare_speech(request: AnimateRequest):  # -> Speech | None

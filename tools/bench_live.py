@@ -20,7 +20,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -57,10 +56,12 @@ def bench_mirror(seconds: float, camera_fps: float | None, video: Path, animator
             "mode": "mirror", "device": {"id": "bench", "state_dir": state}, "mqtt": {"enabled": False},
             "output": {"fps": 25, "size": 512}, "portrait": {"photo": str(assets.sample_portrait())}, "camera": camera,
         })  # fmt: skip
-        stage = LiveRenderer(SimpleNamespace(animator=animator))
+        stage = LiveRenderer()
         frames: list[float] = []
         stage.frame_listeners.append(lambda _frame: frames.append(time.perf_counter()))
-        stage.start("mirror", config, StageHooks(metrics=metrics, face_seen=lambda _: None, emit=lambda *_: None))
+        stage.start("mirror", config, StageHooks(
+            metrics=metrics, face_seen=lambda _: None, emit=lambda *_: None, renderer=lambda: animator
+        ))
         time.sleep(2.0)  # warm-up
         start_count, started = len(frames), time.perf_counter()
         time.sleep(seconds)

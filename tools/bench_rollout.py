@@ -37,7 +37,8 @@ class NullAnimator:
 def run_device(config: str) -> int:
     from device.service.daemon import main
 
-    return main(["--config", config], animator_factory=lambda backend: NullAnimator(), stage_factory=lambda d: None)
+    return main(["--config", config], animator_factory=lambda backend, keys=None: NullAnimator(),
+                stage_factory=lambda: None)
 
 
 def make_bundle(dest: Path, size: int, key: Any) -> Path:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         fleet.publish_bundle(info, chunks)
         t_pub = time.monotonic() - t0
-        envelope = make_job(info, signing, cert)
+        envelope = make_job(info, signing, cert, targets={"devices": ids})
         waves: list[tuple[str, float]] = []
         last = [time.monotonic()]
 

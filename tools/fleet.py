@@ -1,4 +1,4 @@
-"""The operator's side of fleet updates (DESIGN 4.5): keys, signing, publishing, staged rollouts.
+"""The operator's side of fleet updates: keys, signing, publishing, staged rollouts, signed rollbacks.
 
     python -m tools.fleet keys root --out keys/root                  (root.key offline!, root.pub -> devices)
     python -m tools.fleet keys signing --root keys/root.key --out keys/sign1   (sign1.key, sign1.cert.json)
@@ -6,15 +6,18 @@
     python -m tools.fleet sign BUNDLE_DIR --key keys/sign1.key
     python -m tools.fleet publish BUNDLE_DIR [--chunk-bytes 131072]          (retained chunks on the broker)
     python -m tools.fleet rollout BUNDLE_DIR --key keys/sign1.key --cert keys/sign1.cert.json \
-        (--device ID ... | --group G | --percent P) [--canary 1] [--success-ratio 1.0] [--max-failures 0]
+        (--device ID ... | --group G | --percent P | --fleet) [--canary 1] [--success-ratio 1.0] [--max-failures 0]
     python -m tools.fleet status [--watch]                                   (live table of the fleet)
-    python -m tools.fleet rollback (--group G | --device ID) [--kind model|content]
+    python -m tools.fleet rollback (--group G | --device ID) --key keys/sign1.key --cert keys/sign1.cert.json \
+        [--kind model|content] [--expires-minutes 10]
     python -m tools.fleet unpublish BUNDLE_DIR
 
 Broker traffic: `publish` sends the bundle once as retained messages
 `portrait/fleet/bundles/<sha16>/chunk/<i>` (plus `.../info`); each device then subscribes to the
 chunks it lacks, a window at a time, and the broker sends it those: about bundle size x devices out of
 the broker, and once into it. `unpublish` clears the retained chunks after the rollout.
+Update jobs and rollback orders are signed and name their targets (the devices, the group, or the whole
+fleet the operator picked): a device refuses one that does not name it, so none can be replayed elsewhere.
 Common options: --broker HOST:PORT (default localhost:1883), --prefix portrait.
 """
 
@@ -36,7 +39,7 @@ from paho.mqtt.properties import Properties
 
 from device.updates import keys as chain
 from device.updates.install import CONTENT_FORMAT, manifest, sign_manifest
-from device.updates.job import TERMINAL, UpdateState, make_envelope
+from device.updates.job import TERMINAL, UpdateState, make_envelope, make_order
 from device.updates.transfer import chunk_topic, pack, sha256_hex, split
 
 DEFAULT_CHUNK = 128 * 1024  # far under Mosquitto's limits; small enough to resend cheaply
@@ -45,19 +48,25 @@ DEFAULT_CHUNK = 128 * 1024  # far under Mosquitto's limits; small enough to rese
 # -- keys -------------------------------------------------------------------------------------------
 
 def keys_root(prefix: Path) -> tuple[Path, Path]:
+    """PREFIX.key (0600, new) and PREFIX.pub; KeyFileExists naming the file if either is there already."""
+    key_path, pub_path = prefix.with_suffix(".key"), prefix.with_suffix(".pub")
+    chain.refuse_existing(key_path, pub_path)
     key = chain.Ed25519PrivateKey.generate()
-    chain.write_private(prefix.with_suffix(".key"), key)
-    chain.write_public(prefix.with_suffix(".pub"), key.public_key())
-    return prefix.with_suffix(".key"), prefix.with_suffix(".pub")
+    chain.write_private(key_path, key)
+    chain.write_public(pub_path, key.public_key())
+    return key_path, pub_path
 
 
 def keys_signing(prefix: Path, root_key: Path, valid_days: float = 730.0) -> tuple[Path, Path]:
+    """PREFIX.key (0600, new) and PREFIX.cert.json, its certificate signed by the root key."""
+    key_path, cert_path = prefix.with_suffix(".key"), prefix.with_name(prefix.name + ".cert.json")
+    chain.refuse_existing(key_path, cert_path)
     root = chain.load_private(root_key)
     key = chain.Ed25519PrivateKey.generate()
-    chain.write_private(prefix.with_suffix(".key"), key)
-    cert_path = prefix.with_name(prefix.name + ".cert.json")
-    cert_path.write_text(json.dumps(chain.certify(root, key.public_key(), valid_days), indent=2) + "\n")
-    return prefix.with_suffix(".key"), cert_path
+    chain.write_private(key_path, key)
+    cert = chain.certify(root, key.public_key(), valid_days)
+    chain.create_new(cert_path, (json.dumps(cert, indent=2) + "\n").encode(), 0o644)
+    return key_path, cert_path
 
 
 def keys_revoke(key_ids: list[str], root_key: Path, list_path: Path) -> dict[str, Any]:
@@ -106,11 +115,27 @@ def content_manifest(folder: Path, name: str, version: str, scripts: list[dict[s
     return path
 
 
-def make_job(info: dict[str, Any], signing_key: Any, cert: dict[str, Any], job_id: str | None = None,
-             expires_s: float = 86400.0, device_kinds: list[str] | None = None, group: str | None = None,
-             rollout: str | None = None, revocations: dict[str, Any] | None = None,
+def targets_of(devices: list[str] | None = None, group: str | None = None,
+               fleet: bool = False) -> dict[str, Any]:
+    """The `targets` a signed job or order carries: device ids, a group, or the whole fleet, said explicitly."""
+    if fleet:
+        return {"fleet": True}
+    doc: dict[str, Any] = {}
+    if devices:
+        doc["devices"] = sorted(set(devices))
+    if group:
+        doc["groups"] = [group]
+    if not doc:
+        raise ValueError("name the targets: devices, a group, or the whole fleet")
+    return doc
+
+
+def make_job(info: dict[str, Any], signing_key: Any, cert: dict[str, Any], *, targets: dict[str, Any],
+             job_id: str | None = None, expires_s: float = 86400.0, device_kinds: list[str] | None = None,
+             group: str | None = None, rollout: str | None = None, revocations: dict[str, Any] | None = None,
              **overrides: Any) -> dict[str, Any]:
-    """A signed envelope for one rollout; `overrides` change job fields (tests forge bad jobs with it)."""
+    """A signed envelope for one rollout to `targets` (see targets_of); `overrides` change job fields
+    (tests forge bad jobs with it)."""
     now = time.time()
     job = {
         "id": job_id or f"{info['name']}-{info['version']}-{uuid.uuid4().hex[:6]}",
@@ -120,10 +145,21 @@ def make_job(info: dict[str, Any], signing_key: Any, cert: dict[str, Any], job_i
                    "chunks": info["chunks"]},
         "issued": round(now, 3), "expires": round(now + expires_s, 3),
         "device_kinds": device_kinds if device_kinds is not None else info.get("device_kinds", []),
-        "group": group, "rollout": rollout,
+        "targets": targets, "group": group, "rollout": rollout,
     }
     job.update(overrides)
     return make_envelope(job, signing_key, cert, revocations)
+
+
+def make_rollback(kind: str, signing_key: Any, cert: dict[str, Any], *, targets: dict[str, Any],
+                  expires_s: float = 600.0, order_id: str | None = None,
+                  revocations: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A signed rollback order for `targets`: short-lived and with a fresh id, so it cannot be replayed."""
+    now = time.time()
+    order = {"action": "rollback", "id": order_id or f"rollback-{kind}-{uuid.uuid4().hex[:12]}", "kind": kind,
+             "targets": targets, "issued": round(now, 3), "expires": round(now + expires_s, 3)}
+    order.update(overrides)
+    return make_order(order, signing_key, cert, revocations)
 
 
 # -- the broker -------------------------------------------------------------------------------------
@@ -319,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cert", type=Path, required=True)
     r.add_argument("--revocations", type=Path)
     r.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK)
-    r.add_argument("--device", nargs="*")
-    r.add_argument("--group")
-    r.add_argument("--percent", type=float)
+    r.add_argument("--device", nargs="*", help="these devices")
+    r.add_argument("--group", help="the devices in this group")
+    r.add_argument("--percent", type=float, help="this share of the group (or of the fleet with --fleet)")
+    r.add_argument("--fleet", action="store_true", help="every device: the signed job says so explicitly")
     r.add_argument("--canary", type=int, default=1)
     r.add_argument("--batch", type=int, default=0)
     r.add_argument("--success-ratio", type=float, default=1.0)
@@ -334,69 +371,107 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--group")
     rb.add_argument("--device")
     rb.add_argument("--kind", choices=("model", "content"), default="model")
+    rb.add_argument("--key", type=Path, required=True, help="signing key (devices refuse an unsigned rollback)")
+    rb.add_argument("--cert", type=Path, required=True, help="its root-signed certificate")
+    rb.add_argument("--revocations", type=Path)
+    rb.add_argument("--expires-minutes", type=float, default=10.0, help="the order is refused after this")
+    rb.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a --device's reply")
     args = p.parse_args(argv)
 
     if args.command == "keys":
-        if args.what == "root":
-            key, pub = keys_root(args.out)
-            print(f"root key (keep it offline): {key}\nroot public key (device config updates.root_key): {pub}")
-        elif args.what == "signing":
-            key, cert = keys_signing(args.out, args.root, args.days)
-            print(f"signing key: {key}\ncertificate: {cert}")
-        else:
-            doc = keys_revoke(args.key_ids, args.root, args.list)
-            print(f"revocation list serial {doc['body']['serial']}: {', '.join(doc['body']['revoked'])}")
-            if args.publish:
-                fleet = _client(args)
-                fleet.publish_wait(f"{args.prefix}/fleet/revocations", json.dumps(doc), retain=True)
-                fleet.close()
-        return 0
+        try:
+            return _keys(args)
+        except chain.KeyFileExists as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "sign":
         print(f"signed: {sign_manifest(args.bundle, chain.load_private(args.key))}")
         return 0
+    if args.command == "rollout" and not (args.device or args.group or args.fleet):
+        print("name the targets: --device ID..., --group G or --fleet (with --percent P for a share)", file=sys.stderr)
+        return 2
+    if args.command == "rollback" and bool(args.group) == bool(args.device):
+        print("give --group or --device (one of them)", file=sys.stderr)
+        return 2
     fleet = _client(args)
     try:
-        if args.command in ("publish", "unpublish"):
-            info, chunks = bundle_info(args.bundle, args.chunk_bytes, args.prefix)
-            if args.command == "publish":
-                fleet.publish_bundle(info, chunks)
-                print(f"published {info['name']} {info['version']}: {info['size']} bytes in {len(chunks)} "
-                      f"retained chunks under {info['topic']}")
-            else:
-                fleet.unpublish(info)
-            return 0
-        if args.command == "rollout":
-            info, chunks = bundle_info(args.bundle, args.chunk_bytes, args.prefix)
-            fleet.publish_bundle(info, chunks)
-            revocations = json.loads(args.revocations.read_text()) if args.revocations else None
-            envelope = make_job(info, chain.load_private(args.key), json.loads(args.cert.read_text()),
-                                expires_s=args.expires_hours * 3600, group=args.group, revocations=revocations,
-                                rollout=uuid.uuid4().hex[:8])
-            targets = select(fleet, args.device, args.group, args.percent)
-            if not targets:
-                print("no devices match", file=sys.stderr)
-                return 2
-            report = rollout(fleet, envelope, targets, args.canary, args.success_ratio, args.max_failures,
-                             args.batch, args.timeout)
-            print(json.dumps(report, indent=2))
-            return 1 if report["aborted"] else 0
-        if args.command == "status":
-            fleet.known()
-            while True:
-                print(status_table(fleet))
-                if not args.watch:
-                    return 0
-                time.sleep(2.0)
-                print("\033[2J\033[H", end="")
-        if args.command == "rollback":
-            if not (args.group or args.device):
-                print("give --group or --device", file=sys.stderr)
-                return 2
-            fleet.command(args.group or args.device, "rollback", {"kind": args.kind}, group=bool(args.group))
-            print(f"rollback of {args.kind} sent to {'group ' + args.group if args.group else args.device}")
-            return 0
+        return _run(fleet, args)
     finally:
         fleet.close()
+
+
+def _keys(args: argparse.Namespace) -> int:
+    if args.what == "root":
+        key, pub = keys_root(args.out)
+        print(f"root key (keep it offline): {key}\nroot public key (device config updates.root_key): {pub}")
+    elif args.what == "signing":
+        key, cert = keys_signing(args.out, args.root, args.days)
+        print(f"signing key: {key}\ncertificate: {cert}")
+    else:
+        doc = keys_revoke(args.key_ids, args.root, args.list)
+        print(f"revocation list serial {doc['body']['serial']}: {', '.join(doc['body']['revoked'])}")
+        if args.publish:
+            fleet = _client(args)
+            fleet.publish_wait(f"{args.prefix}/fleet/revocations", json.dumps(doc), retain=True)
+            fleet.close()
+    return 0
+
+
+def _signer(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    revocations = json.loads(args.revocations.read_text()) if args.revocations else None
+    return chain.load_private(args.key), json.loads(args.cert.read_text()), revocations
+
+
+def _run(fleet: FleetClient, args: argparse.Namespace) -> int:
+    if args.command in ("publish", "unpublish"):
+        info, chunks = bundle_info(args.bundle, args.chunk_bytes, args.prefix)
+        if args.command == "publish":
+            fleet.publish_bundle(info, chunks)
+            print(f"published {info['name']} {info['version']}: {info['size']} bytes in {len(chunks)} "
+                  f"retained chunks under {info['topic']}")
+        else:
+            fleet.unpublish(info)
+        return 0
+    if args.command == "rollout":
+        key, cert, revocations = _signer(args)
+        selected = select(fleet, args.device, args.group, args.percent)
+        if not selected:
+            print("no devices match", file=sys.stderr)
+            return 2
+        # The signed job names exactly what was picked: a share is the devices it drew, not the group.
+        if args.device or args.percent is not None:
+            targets = targets_of(devices=selected)
+        else:
+            targets = targets_of(group=args.group, fleet=args.fleet)
+        info, chunks = bundle_info(args.bundle, args.chunk_bytes, args.prefix)
+        fleet.publish_bundle(info, chunks)
+        envelope = make_job(info, key, cert, targets=targets, expires_s=args.expires_hours * 3600,
+                            group=args.group, revocations=revocations, rollout=uuid.uuid4().hex[:8])
+        report = rollout(fleet, envelope, selected, args.canary, args.success_ratio, args.max_failures,
+                         args.batch, args.timeout)
+        print(json.dumps(report, indent=2))
+        return 1 if report["aborted"] else 0
+    if args.command == "status":
+        fleet.known()
+        while True:
+            print(status_table(fleet))
+            if not args.watch:
+                return 0
+            time.sleep(2.0)
+            print("\033[2J\033[H", end="")
+    if args.command == "rollback":
+        key, cert, revocations = _signer(args)
+        targets = targets_of(devices=[args.device] if args.device else None, group=args.group)
+        order = make_rollback(args.kind, key, cert, targets=targets, expires_s=args.expires_minutes * 60,
+                              revocations=revocations)
+        token = fleet.command(args.group or args.device, "rollback", order, group=bool(args.group))
+        where = f"group {args.group}" if args.group else args.device
+        print(f"rollback of {args.kind} sent to {where} (order {order['order']['id']})")
+        if args.device and fleet.wait(lambda: token in fleet.replies, args.wait):
+            reply = fleet.replies[token]
+            print(json.dumps(reply, indent=2))
+            return 0 if reply.get("ok") else 1
+        return 0
     return 0
 
 

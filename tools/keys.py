@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,22 +20,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device.runtime.bundle import MANIFEST, SIGNATURE, Bundle, canonical, key_id, load_public_key
+from device.updates.keys import KeyFileExists, refuse_existing, write_private, write_public
 
 
 def generate(prefix: str | Path) -> tuple[Path, Path]:
+    """PREFIX.key (0600) and PREFIX.pub, both new: KeyFileExists, naming the file, if either is there."""
     prefix = Path(prefix).expanduser()
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    private = Ed25519PrivateKey.generate()
     key_path, pub_path = prefix.with_suffix(".key"), prefix.with_suffix(".pub")
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    pub_path.write_bytes(
-        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    refuse_existing(key_path, pub_path)  # both checked first: never a new .key beside a stale .pub
+    private = Ed25519PrivateKey.generate()
+    write_private(key_path, private)
+    write_public(pub_path, private.public_key())
     return key_path, pub_path
 
 
@@ -75,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--pub", nargs="*", help="public keys (default: the device's trusted keys)")
     args = p.parse_args(argv)
     if args.command == "generate":
-        key_path, pub_path = generate(args.out)
+        try:
+            key_path, pub_path = generate(args.out)
+        except KeyFileExists as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"private key: {key_path} (keep it secret, out of the repository)\npublic key: {pub_path}")
     elif args.command == "sign":
         print(f"signed: {sign_bundle(args.bundle, load_private_key(args.key))}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +11,38 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from device.errors import BadInput
 
-MAX_PIXELS = 120_000_000  # above this a "photo" is more likely a decompression bomb than a portrait
+# A 686 KB PNG can declare 15000x15000 pixels and take 4 GB to decode: the size in the header is
+# checked against this before any pixel is decoded. 40 MP holds any phone or camera portrait.
+DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 32
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = 120_000_000  # Pillow's own net, for code paths that skip check_dimensions
 
 
-def load_photo(path: str | Path) -> np.ndarray:
+def check_dimensions(image: Image.Image, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse an image whose header declares more pixels than max_pixels (nothing is decoded yet)."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadInput(
+            f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:g} (downscale the photo)"
+        )
+
+
+def image_dimensions(data: bytes, name: str = "photo") -> tuple[int, int]:
+    """Width and height from the image header alone; BadInput when it is not a readable image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller judges the size
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+    except Image.DecompressionBombError as error:
+        raise BadInput(f"{name}: image is too large ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadInput(f"{name}: not a readable image ({error.__class__.__name__}: {error})") from error
+
+
+def load_photo(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode JPEG/PNG/WebP/... honouring EXIF rotation; grey, alpha, palette and 16-bit become RGB8."""
     path = Path(path)
     if not path.exists():
@@ -24,10 +51,11 @@ def load_photo(path: str | Path) -> np.ndarray:
         raise BadInput(f"{path}: is a folder, not a photo")
     try:
         with Image.open(path) as image:
+            check_dimensions(image, str(path), max_pixels)
             image = ImageOps.exif_transpose(image)
             return to_rgb8(image, str(path))
     except Image.DecompressionBombError as error:
-        raise BadInput(f"{path}: image is too large (over {MAX_PIXELS // 1_000_000} megapixels)") from error
+        raise BadInput(f"{path}: image is too large ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadInput(f"{path}: not a readable image ({error.__class__.__name__}: {error})") from error
 

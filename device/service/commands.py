@@ -11,15 +11,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from device.errors import CommandError
+from device.files import allowed_file
 
 JOB_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+REQUEST_ID = r"^[A-Za-z0-9_.:-]{1,128}$"  # echoed back: bounded, and nothing a log or a topic could trip on
+MAX_NESTING = 16  # no command needs more than a few levels; a deep one is refused before json.loads
+_HEADER_BYTES = 1 << 16  # enough for the dimensions of any JPEG, PNG, WebP or BMP
 LANG = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
 Priority = Literal["kiosk", "interactive", "batch"]
 
@@ -32,32 +38,40 @@ class CommandContext:
     audio_dirs: list[Path] = field(default_factory=list)
     max_payload_bytes: int = 6_000_000
     max_photo_bytes: int = 4_000_000
+    max_photo_pixels: int = 40_000_000
+    max_age_s: float = 3600.0  # a command whose `sent` time is older than this is refused as stale
 
 
 def _context(info: ValidationInfo) -> CommandContext:
     return info.context if isinstance(info.context, CommandContext) else CommandContext()
 
 
-def allowed_file(value: str, folders: list[Path], setting: str) -> str:
-    """The resolved path, if it names an existing file inside one of the folders."""
-    path = Path(value)
-    if not path.is_absolute():
-        raise ValueError("must be an absolute path")
-    real = path.resolve()  # follows symlinks and '..': a link out of the folder is still outside
-    if not any(real.is_relative_to(folder.resolve()) for folder in folders):
-        # Checked before existence, so a probe cannot learn which files exist elsewhere.
-        raise ValueError(f"is outside the allowed folders ({setting})")
-    if not real.is_file():
-        raise ValueError("no such file")
-    return str(real)
-
-
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     request_id: str | None = Field(
-        None, max_length=128, description="Echoed in the reply, for clients without MQTT v5 correlation data."
+        None, pattern=REQUEST_ID, description="Echoed in the reply, for clients without MQTT v5 correlation data."
     )
+    sent: float | None = Field(
+        None,
+        description="When the client sent it (Unix seconds). The session is persistent, so commands sent while "
+        "the device was away arrive when it returns; one older than mqtt.command_max_age_s is refused as stale.",
+    )
+
+    @field_validator("sent", mode="before")
+    @classmethod
+    def _not_stale(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # JSON has one number type: 1700000000 is a time as much as 1700000000.0
+        if isinstance(value, float):
+            age = time.time() - value
+            limit = _context(info).max_age_s
+            if age > limit:
+                raise ValueError(f"stale: sent {age:.0f} s ago, over the limit of {limit:g} s (mqtt.command_max_age_s)")
+        return value
+
+
+CommandT = TypeVar("CommandT", bound=Command)
 
 
 class SpeechFields(Command):
@@ -93,7 +107,11 @@ class AnimateCommand(SpeechFields):
     @field_validator("photo")
     @classmethod
     def _photo_inside(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else allowed_file(value, _context(info).photo_dirs, "jobs.photo_dirs")
+        if value is None:
+            return None
+        path = allowed_file(value, _context(info).photo_dirs, "jobs.photo_dirs")
+        _check_pixels(Path(path).read_bytes()[:_HEADER_BYTES], _context(info).max_photo_pixels)
+        return path
 
     @field_validator("photo_b64")
     @classmethod
@@ -109,6 +127,7 @@ class AnimateCommand(SpeechFields):
             raise ValueError("not valid base64") from None
         if image_kind(data) is None:
             raise ValueError("not a JPEG, PNG, WebP or BMP image")
+        _check_pixels(data, _context(info).max_photo_pixels)
         return value
 
     @model_validator(mode="after")
@@ -143,7 +162,6 @@ class ModeCommand(Command):
 class ConfigCommand(Command):
     set: dict[str, Any] = Field(description="Config changes as nested tables, e.g. {'jobs': {'queue_size': 20}}.")
     dry_run: bool = Field(False, description="Validate and report, change nothing.")
-    restart: bool = Field(False, description="Restart the daemon if a change needs it.")
 
 
 class StatusCommand(Command):
@@ -154,7 +172,6 @@ class CancelCommand(Command):
     job_id: str = Field(pattern=JOB_ID, description="The job to cancel.")
 
 
-# -- issue 5: fleet updates (device/updates) ----------------------------------------------------
 class UpdateCommand(Command):
     """A signed update job envelope; the updater checks the signature chain and everything else."""
 
@@ -165,20 +182,22 @@ class UpdateCommand(Command):
 
 
 class RollbackCommand(Command):
-    kind: Literal["model", "content"] = Field("model", description="Which bundle goes back to its previous version.")
+    """A signed rollback order, like an update job: any client can publish, only the fleet's keys can sign.
+    The order names the bundle kind, its targets, an issue time, an expiry and a unique id."""
 
+    order: dict[str, Any] = Field(description="The order document (device.updates.job.RollbackOrder).")
+    signature: str = Field(max_length=200, description="Ed25519 signature of the canonical order, base64.")
+    cert: dict[str, Any] = Field(description="The root-signed certificate of the signing key.")
+    revocations: dict[str, Any] | None = Field(None, description="The newest root-signed revocation list.")
 
-VERBS: dict[str, type[Command]] = {
-    "animate": AnimateCommand,
-    "say": SayCommand,
-    "capture": CaptureCommand,
-    "mode": ModeCommand,
-    "config": ConfigCommand,
-    "status": StatusCommand,
-    "cancel": CancelCommand,
-    "update": UpdateCommand,  # issue 5
-    "rollback": RollbackCommand,  # issue 5
-}
+    @model_validator(mode="before")
+    @classmethod
+    def _signed(cls, data: Any) -> Any:
+        # The old unsigned form ({"kind": ...}) gets a reason, not just "field required".
+        if isinstance(data, dict) and not {"order", "signature", "cert"} <= data.keys():
+            raise CommandError("order", "rollback takes a signed order (order, signature, cert), as `portrait "
+                               "fleet rollback --key ... --cert ...` sends it; this one is not signed")
+        return data
 
 
 def image_kind(data: bytes) -> str | None:
@@ -194,25 +213,61 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
-def parse_command(verb: str, payload: bytes, ctx: CommandContext) -> Command:
-    """The validated command, or CommandError naming the field that is wrong."""
-    if verb not in VERBS:
-        raise CommandError("verb", f"unknown verb {verb!r}; known: {', '.join(sorted(VERBS))}")
+def _check_pixels(data: bytes, max_pixels: int) -> None:
+    """Refuse a photo whose header declares more than max_pixels: it would be decoded in full later."""
+    from device.errors import BadInput
+    from device.face.photo import image_dimensions
+
+    try:
+        width, height = image_dimensions(data)
+    except BadInput as exc:
+        raise ValueError(str(exc).removeprefix("photo: ")) from None
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:g} (jobs.max_photo_pixels)"
+        )
+
+
+_NESTING_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deeply a JSON document nests arrays and objects, read without decoding it."""
+    if payload.count(b"[") + payload.count(b"{") <= MAX_NESTING:
+        return 0  # cannot be too deep: the common case costs two C-speed counts
+    depth = deepest = 0
+    for match in _NESTING_TOKENS.finditer(payload):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def parse_payload(model: type[CommandT], payload: bytes, ctx: CommandContext) -> CommandT:
+    """The validated command, or CommandError naming the field that is wrong.
+
+    Bounded before it is decoded: its size, then how deeply it nests; then JSON, then the model."""
     if len(payload) > ctx.max_payload_bytes:
         raise CommandError(
             "payload", f"{len(payload)} bytes is over the limit of {ctx.max_payload_bytes} (mqtt.max_payload_bytes)"
         )
     if not payload.strip():
         payload = b"{}"  # `mosquitto_pub -n`: a command without arguments
+    if nesting_depth(payload) > MAX_NESTING:
+        raise CommandError("payload", f"nests deeper than {MAX_NESTING} levels")
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CommandError("payload", f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise CommandError("payload", f"must be a JSON object, not {type(doc).__name__}")
-    request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else None
+    request_id = echoable_request_id(doc.get("request_id"))
     try:
-        return VERBS[verb].model_validate(doc, context=ctx)
+        return model.model_validate(doc, context=ctx)
     except CommandError as exc:
         exc.request_id = request_id
         raise
@@ -222,3 +277,8 @@ def parse_command(verb: str, payload: bytes, ctx: CommandContext) -> Command:
         extra = error["type"] == "extra_forbidden"
         message = "unknown field" if extra else error["msg"].removeprefix("Value error, ")
         raise CommandError(where, message, request_id) from None
+
+
+def echoable_request_id(value: Any) -> str | None:
+    """A request id safe to echo in an error reply: a short plain string, else none at all."""
+    return value if isinstance(value, str) and re.match(REQUEST_ID, value) else None

@@ -36,8 +36,7 @@ class LiveRenderer:
     """One live stage per daemon. Frames go to the kiosk display; headless, mirror mode still runs
     (its frame rate and latency are reported in the stats) and portrait mode renders nothing."""
 
-    def __init__(self, daemon: Any) -> None:
-        self.daemon = daemon
+    def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._scripts: queue.Queue[Script] = queue.Queue(maxsize=4)
@@ -129,7 +128,7 @@ class LiveRenderer:
         return camera
 
     def _analyzer(self):
-        animator = getattr(self.daemon, "animator", None)
+        animator = self.hooks.renderer()
         if animator is not None and hasattr(animator, "analyzer"):
             return animator.analyzer
         from device.face.analysis import FaceAnalyzer
@@ -143,7 +142,7 @@ class LiveRenderer:
 
         photo = photo or assets.sample_portrait()
         image, face, _ = prepare_photo(self._analyzer(), photo, size=self.config.output.size)
-        generator = getattr(getattr(self.daemon, "animator", None), "generator", None)
+        generator = getattr(self.hooks.renderer(), "generator", None)
         return Renderer(image, face, close_mouth_at_rest=close_mouth, generator=generator)
 
     def _read_camera(self) -> np.ndarray | None:
@@ -259,7 +258,7 @@ class LiveRenderer:
 
     def _capture_from_key(self) -> None:
         """The kiosk's button (space or Enter on its keyboard) does what the MQTT `capture` command does."""
-        capture = getattr(self.daemon, "capture", None)
+        capture = self.hooks.capture
         if capture is None:
             return
 
@@ -365,8 +364,8 @@ def _visitor_gaze(analyzer, frame: np.ndarray, mirrored: bool) -> np.ndarray | N
     return np.array([x if mirrored else -x, 0.5 * y]) * 0.8
 
 
-def default_stage(daemon: Any) -> LiveRenderer:
-    return LiveRenderer(daemon)
+def default_stage() -> LiveRenderer:
+    return LiveRenderer()
 
 
 __all__ = ["LiveRenderer", "default_stage", "kv"]

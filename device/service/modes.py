@@ -30,7 +30,9 @@ class StageHooks:
 
     metrics: FrameMetrics  # record_frame(frame_ms, generator_ms) per displayed frame; record_dropped()
     face_seen: Callable[[bool], None]  # once per camera frame: is a visitor's face in view?
-    emit: Callable[[str, dict[str, Any]], None]  # an event, e.g. ("warning", {"message": ...})
+    emit: Callable[[str, dict[str, Any]], Any]  # an event, e.g. ("warning", {"message": ...})
+    renderer: Callable[[], Any] = lambda: None  # the loaded Animator (its analyzer and generator), if any
+    capture: Callable[[], Any] | None = None  # the kiosk's key: capture and animate, as the command does
 
 
 class LiveStage(Protocol):

@@ -40,7 +40,9 @@ from device.logs import kv
 
 log = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes, Properties | None], None]
+# (topic, payload, properties, ack): the handler calls ack() once the message is dealt with (answered,
+# queued, refused): only then does the broker forget it, so a crash before that gets it redelivered.
+MessageHandler = Callable[[str, bytes, Properties | None, Callable[[], None]], None]
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,10 @@ class MqttLink:
         self._ack_cond = threading.Condition()
 
         client_id = cfg.client_id or f"portrait-{topics.device_id}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
+        )
+        self._connection = 0  # which connection a received message came on: acks do not cross reconnects
         self.client.will_set(topics.availability, "offline", qos=1, retain=True)
         if cfg.username is not None:
             self.client.username_pw_set(cfg.username, password)
@@ -142,7 +147,13 @@ class MqttLink:
     def start(self) -> None:
         cfg = self.cfg
         self.client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
-        self.client.connect_async(cfg.host, cfg.effective_port(), cfg.keepalive_s, clean_start=True)
+        # A persistent session: the broker keeps our subscriptions and the QoS 1 commands sent while we
+        # are away (restart, outage) for session_expiry_s, and delivers them when we return.
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        self.client.connect_async(
+            cfg.host, cfg.effective_port(), cfg.keepalive_s, clean_start=cfg.session_expiry_s == 0, properties=props
+        )
         self.client.loop_start()  # paho's network thread: connects, reconnects with backoff, sends
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -208,6 +219,7 @@ class MqttLink:
             return  # shutting down: an `online` now would outlive us
         self.ever_connected = True
         self.last_error = None
+        self._connection += 1
         for topic in self.topics.command_filters():
             client.subscribe(topic, qos=1)
         # Subscribed before `online` goes out: whoever sees `online` can send commands right away.
@@ -231,10 +243,25 @@ class MqttLink:
             log.warning("mqtt connection lost; reconnecting", extra=kv(reason=str(reason)))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        ack = self._acker(message)
         try:
-            self.on_message(message.topic, message.payload, getattr(message, "properties", None))
+            self.on_message(message.topic, message.payload, getattr(message, "properties", None), ack)
         except Exception:
             log.exception("command dispatch failed", extra=kv(topic=message.topic))
+            ack()
+
+    def _acker(self, message: paho.MQTTMessage) -> Callable[[], None]:
+        connection, done = self._connection, threading.Event()
+
+        def ack() -> None:
+            # After a reconnect the broker redelivers what we did not ack, and the old id may now
+            # name another message: leave it.
+            if message.qos > 0 and not done.is_set() and connection == self._connection:
+                done.set()
+                with contextlib.suppress(Exception):
+                    self.client.ack(message.mid, message.qos)
+
+        return ack
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         # Called with paho's message lock held: only touch our own condition, never paho.

@@ -13,6 +13,7 @@ care drop repeats by `seq`.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sqlite3
@@ -58,32 +59,77 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self.wakeup = threading.Event()
+        self._spilled: collections.deque[tuple[str, Callable[[int], bytes] | bytes, bool]] = collections.deque()
+        self.storage_error: str | None = None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def add(self, topic: str, build: Callable[[int], bytes] | bytes, retain: bool = False) -> int:
-        """Store one message; `build(seq)` makes the payload when it must carry its own sequence number."""
+    def add(self, topic: str, build: Callable[[int], bytes] | bytes, retain: bool = False) -> int | None:
+        """Store one message; `build(seq)` makes the payload when it must carry its own sequence number.
+
+        When the disk is full the message waits in memory (bounded like the table, in order) and is
+        stored by the next `add` or `flush` that finds space: the sequence number (returned here, or
+        None while it waits) is given when it is stored, so `seq` still orders events."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._spilled.append((topic, build, retain))
+            dropped = 0
+            while len(self._spilled) > self.max_events:
+                self._spilled.popleft()
+                dropped += 1
+            seq = self._store_spilled()
+        if dropped:
+            log.warning("outbox full in memory: oldest events dropped", extra=kv(dropped=dropped))
+        self.wakeup.set()
+        return seq
+
+    def flush(self) -> bool:
+        """Store the messages waiting in memory; True when none is left waiting."""
+        with self._lock:
+            if self._spilled:
+                self._store_spilled()
+            return not self._spilled
+
+    @property
+    def waiting_in_memory(self) -> int:
+        return len(self._spilled)
+
+    def _store_spilled(self) -> int | None:
+        seq = None
+        while self._spilled:
+            topic, build, retain = self._spilled[0]
             try:
-                cursor = self._db.execute(
-                    "INSERT INTO outbox (topic, payload, retain, created) VALUES (?, ?, ?, ?)",
-                    (topic, b"", int(retain), time.time()),
-                )
-                seq = cursor.lastrowid
-                assert seq is not None
-                payload = build(seq) if callable(build) else build
-                self._db.execute("UPDATE outbox SET payload = ? WHERE seq = ?", (payload, seq))
-                dropped = self._trim()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                seq = self._insert(topic, build, retain)
+            except sqlite3.OperationalError as exc:
+                if self.storage_error is None:
+                    log.error("outbox cannot store events; keeping them in memory", extra=kv(error=str(exc)))
+                self.storage_error = str(exc)
+                return None
+            self._spilled.popleft()
+            if self.storage_error is not None:
+                log.warning("outbox storing events again", extra=kv(waiting=len(self._spilled)))
+                self.storage_error = None
+        return seq
+
+    def _insert(self, topic: str, build: Callable[[int], bytes] | bytes, retain: bool) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO outbox (topic, payload, retain, created) VALUES (?, ?, ?, ?)",
+                (topic, b"", int(retain), time.time()),
+            )
+            seq = cursor.lastrowid
+            assert seq is not None
+            payload = build(seq) if callable(build) else build
+            self._db.execute("UPDATE outbox SET payload = ? WHERE seq = ?", (payload, seq))
+            dropped = self._trim()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         if dropped:
             log.warning("outbox full: oldest events dropped", extra=kv(dropped=dropped, kept=self.max_events))
-        self.wakeup.set()
         return seq
 
     def _trim(self) -> int:
@@ -127,9 +173,11 @@ class Publisher(Protocol):
     def publish_tracked(self, topic: str, payload: bytes, retain: bool = False) -> Any: ...
 
 
-def event_payload(seq: int, device_id: str, event_type: str, data: dict[str, Any]) -> bytes:
+def event_payload(seq: int, device_id: str, event_type: str, data: dict[str, Any], ts: float | None = None) -> bytes:
+    """One event's JSON; `ts` is when it was raised (it may be stored later, after a full disk)."""
     return json.dumps(
-        {"seq": seq, "ts": round(time.time(), 3), "device": device_id, "type": event_type, **data},
+        {"seq": seq, "ts": round(time.time() if ts is None else ts, 3), "device": device_id, "type": event_type,
+         **data},
         default=str,
     ).encode()
 
@@ -147,6 +195,7 @@ class OutboxSender(threading.Thread):
         self.link = link
         self.stop_event = threading.Event()
         self.sent = 0
+        self._delivered = 0  # the newest seq the broker acknowledged in this run
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
@@ -165,28 +214,46 @@ class OutboxSender(threading.Thread):
         return self.outbox.depth() == 0
 
     def run(self) -> None:
+        delay = 0.5
         while not self.stop_event.is_set():
-            item = self.outbox.peek()
-            if item is None:
-                self.outbox.wakeup.wait(1.0)
-                self.outbox.wakeup.clear()
-                continue
-            if not self.link.connected.wait(0.5):
-                continue
-            delivery = self.link.publish_tracked(item.topic, item.payload, item.retain)
-            sent_at = time.monotonic()
-            while not self.stop_event.is_set():
-                reason = delivery.wait(0.5)
-                if reason is not None:
-                    if reason.is_failure:
-                        # The broker refused it for good (too large, not authorised): retrying cannot help.
-                        detail = kv(seq=item.seq, topic=item.topic, reason=str(reason))
-                        log.error("broker refused an event", extra=detail)
-                    self.outbox.ack(item.seq)
-                    self.sent += 1
-                    break
-                if not self.link.connected.is_set():
-                    sent_at = time.monotonic()  # paho sends it again itself after the reconnect
-                elif time.monotonic() - sent_at > self.resend_after_s:
-                    log.warning("no PUBACK; sending again", extra=kv(seq=item.seq))
-                    break
+            try:
+                self._step()
+                delay = 0.5
+            except sqlite3.OperationalError as exc:
+                # A full disk: the events stay where they are (on disk or in memory) until it has room.
+                self.outbox.storage_error = str(exc)
+                log.error("outbox step failed; retrying", extra=kv(error=str(exc), retry_s=delay))
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _step(self) -> None:
+        """Send the oldest stored event and wait for its PUBACK (bounded), or wait for one to arrive."""
+        self.outbox.flush()
+        item = self.outbox.peek()
+        if item is None:
+            self.outbox.wakeup.wait(1.0)
+            self.outbox.wakeup.clear()
+            return
+        if item.seq <= self._delivered:
+            self.outbox.ack(item.seq)  # the broker has it; only deleting the row failed (full disk)
+            return
+        if not self.link.connected.wait(0.5):
+            return
+        delivery = self.link.publish_tracked(item.topic, item.payload, item.retain)
+        sent_at = time.monotonic()
+        while not self.stop_event.is_set():
+            reason = delivery.wait(0.5)
+            if reason is not None:
+                if reason.is_failure:
+                    # The broker refused it for good (too large, not authorised): retrying cannot help.
+                    detail = kv(seq=item.seq, topic=item.topic, reason=str(reason))
+                    log.error("broker refused an event", extra=detail)
+                self._delivered = item.seq  # a delete that fails (full disk) is retried, not the send
+                self.outbox.ack(item.seq)
+                self.sent += 1
+                return
+            if not self.link.connected.is_set():
+                sent_at = time.monotonic()  # paho sends it again itself after the reconnect
+            elif time.monotonic() - sent_at > self.resend_after_s:
+                log.warning("no PUBACK; sending again", extra=kv(seq=item.seq))
+                return

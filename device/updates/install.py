@@ -23,6 +23,7 @@ from typing import Any
 
 from device.errors import BadInput, PortraitError
 from device.updates.keys import canonical, key_id, verify_with
+from device.updates.paths import version_folder
 
 CONTENT_FORMAT = "talking-portrait-content/1"
 MODEL_FORMAT = "talking-portrait-bundle/1"
@@ -52,10 +53,10 @@ def _link(folder: Path, name: str, target: Path) -> None:
 
 class Slots:
     def __init__(self, root: Path, fallback: Path | None = None) -> None:
-        self.root = root
-        self.versions = root / "versions"
+        (root / "versions").mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()  # resolved once: every path below is checked against it
+        self.versions = self.root / "versions"
         self.fallback = fallback  # what runs when nothing was ever installed (the repo's default bundle)
-        self.versions.mkdir(parents=True, exist_ok=True)
 
     def _target(self, name: str) -> Path | None:
         link = self.root / name
@@ -71,7 +72,8 @@ class Slots:
         return self._target("previous")
 
     def version_dir(self, name: str, version: str, sha256: str) -> Path:
-        return self.versions / f"{name}-{version}-{sha256[:8]}"
+        """Where that bundle is installed; BadInput for a name or version that would leave versions/."""
+        return version_folder(self.versions, name, version, sha256)
 
     def clean(self) -> None:
         """Remove what a crash left: staging folders, stray temp links, versions nothing points at."""
@@ -89,6 +91,8 @@ class Slots:
     def stage(self, archive: Path, final: Path) -> Path:
         from device.updates.transfer import extract
 
+        if final.resolve().parent != self.versions:
+            raise BadInput(f"{final} is not inside {self.versions}: refusing to install there")
         if final.is_dir():
             if final.resolve() in {self._target("current"), self._target("previous")}:
                 return final
@@ -102,6 +106,8 @@ class Slots:
 
     def switch(self, new: Path) -> Path | None:
         """previous <- current, then current <- new; returns what was current."""
+        if new.resolve().parent != self.versions:
+            raise BadInput(f"{new} is not inside {self.versions}: refusing to switch to it")
         old = self.current()
         if old is not None and old.resolve() != new.resolve():
             _link(self.root, "previous", old)
@@ -117,7 +123,7 @@ class Slots:
         _link(self.root, "current", prev)
         (self.root / "previous").unlink(missing_ok=True)
         _fsync_dir(self.root)
-        if bad is not None and bad != prev and not bad.is_relative_to(self.fallback or Path("/nonexistent")):
+        if bad is not None and bad != prev and bad.parent == self.versions:  # never the fallback, nothing outside
             shutil.rmtree(bad, ignore_errors=True)
         return prev
 

@@ -58,18 +58,52 @@ def unb64(text: str) -> bytes:
 
 # -- files ------------------------------------------------------------------------------------------
 
-def write_private(path: Path, key: Ed25519PrivateKey) -> None:
+class KeyFileExists(FileExistsError):
+    """A key file would be written over something already there (a file, or a link planted there)."""
+
+
+def refuse_existing(*paths: Path) -> None:
+    """KeyFileExists naming the first path that exists or is a link (even a dangling one)."""
+    for path in paths:
+        if path.is_symlink():
+            raise KeyFileExists(f"{path} is a symbolic link: refusing to write a key through it")
+        if path.exists():
+            raise KeyFileExists(f"{path} already exists: refusing to overwrite it (move it away, or pick "
+                                "another --out)")
+
+
+def create_new(path: Path, data: bytes, mode: int) -> None:
+    """Write a file that must not exist yet, with `mode` from the start; never through a link.
+
+    O_EXCL makes a file already there (or a link, dangling or not) an error instead of truncating it
+    with its old, maybe world-readable mode; O_NOFOLLOW refuses a link in the last component too."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        refuse_existing(path)
+        raise KeyFileExists(f"{path} already exists: refusing to overwrite it") from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise KeyFileExists(f"{path} is a symbolic link: refusing to write a key through it") from None
+        raise OSError(exc.errno, f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_private(path: Path, key: Ed25519PrivateKey) -> None:
+    """A new PEM file, mode 0600 from its creation; KeyFileExists if anything is at `path` already."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private: owner only
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    create_new(Path(path), pem, 0o600)
 
 
 def write_public(path: Path, key: Ed25519PublicKey) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    """A new PEM file (0644); like write_private, never over an existing file or through a link."""
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    create_new(Path(path), pem, 0o644)
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:

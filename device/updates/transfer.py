@@ -17,6 +17,7 @@ from pathlib import Path
 
 from device.assets import sha256_file
 from device.errors import BadInput
+from device.updates.paths import job_file
 
 
 def chunk_topic(base: str, index: int) -> str:
@@ -69,7 +70,7 @@ class ChunkFile:
 
     def __init__(self, folder: Path, name: str, size: int, chunk_bytes: int, hashes: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.part, self.bitmap_path = folder / f"{name}.part", folder / f"{name}.bitmap"
+        self.part, self.bitmap_path = job_file(folder, name, ".part"), job_file(folder, name, ".bitmap")
         self.size, self.chunk_bytes, self.hashes = size, chunk_bytes, hashes
         fresh = not (self.part.is_file() and self.bitmap_path.is_file()
                      and self.bitmap_path.stat().st_size == len(hashes) and self.part.stat().st_size == size)

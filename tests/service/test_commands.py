@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from device.service.commands import AnimateCommand, CommandContext, CommandError, ConfigCommand, parse_command
+from device.service.commands import AnimateCommand, Command, CommandContext, CommandError, ConfigCommand
+from device.service.handlers import COMMANDS
+from device.service.router import CommandRouter, Route
+
+
+def parse_command(verb: str, payload: bytes, ctx: CommandContext) -> Command:
+    """What the daemon's router does with a payload before any handler runs."""
+    router = CommandRouter({v: Route(model, lambda c: {}) for v, (model, _) in COMMANDS.items()}, lambda: ctx)
+    return router.parse(verb, payload)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,9 +55,10 @@ class Recorder:
         self.frames: list[np.ndarray] = []
         self.lock = threading.Lock()
 
-    def hooks(self) -> StageHooks:
+    def hooks(self, animator: Any = None) -> StageHooks:
         return StageHooks(
-            metrics=self.metrics, face_seen=self.faces.append, emit=lambda k, d: self.events.append((k, d))
+            metrics=self.metrics, face_seen=self.faces.append, emit=lambda k, d: self.events.append((k, d)),
+            renderer=lambda: animator,
         )
 
     def frame(self, frame: np.ndarray) -> None:
@@ -83,12 +84,12 @@ def test_mirror_follows_the_performer(tmp_path, animator, performer, astronaut) 
     photo = tmp_path / "portrait.png"
     Image.fromarray(astronaut).save(photo)
     recorder = Recorder()
-    stage = LiveRenderer(SimpleNamespace(animator=animator))
+    stage = LiveRenderer()
     stage.frame_listeners.append(recorder.frame)
     stage.start(
         "mirror",
         config(tmp_path, photo, {"type": "file", "path": str(video), "loop": False}, "mirror"),
-        recorder.hooks(),
+        recorder.hooks(animator),
     )
     try:
         wait_until(lambda: len(recorder.frames) >= FRAMES, timeout=60, what="mirrored frames")
@@ -113,11 +114,11 @@ def test_portrait_sees_the_visitor_and_speaks(tmp_path, animator, astronaut) -> 
     photo = tmp_path / "portrait.png"
     Image.fromarray(astronaut).save(photo)
     recorder = Recorder()
-    stage = LiveRenderer(SimpleNamespace(animator=animator))
+    stage = LiveRenderer()
     stage.frame_listeners.append(recorder.frame)
     # The "camera" sees a visitor: the astronaut photo again.
     camera = {"type": "file", "path": str(photo), "fps": 25}
-    stage.start("portrait", config(tmp_path, photo, camera, "portrait"), recorder.hooks())
+    stage.start("portrait", config(tmp_path, photo, camera, "portrait"), recorder.hooks(animator))
     try:
         wait_until(lambda: len(recorder.faces) >= 5, timeout=30, what="camera frames")
         assert all(recorder.faces)
@@ -140,9 +141,10 @@ def test_stop_returns_promptly(tmp_path, animator, astronaut) -> None:
     photo = tmp_path / "portrait.png"
     Image.fromarray(astronaut).save(photo)
     recorder = Recorder()
-    stage = LiveRenderer(SimpleNamespace(animator=animator))
+    stage = LiveRenderer()
     stage.frame_listeners.append(recorder.frame)
-    stage.start("portrait", config(tmp_path, photo, {"type": "file", "path": str(photo)}, "portrait"), recorder.hooks())
+    camera = {"type": "file", "path": str(photo)}
+    stage.start("portrait", config(tmp_path, photo, camera, "portrait"), recorder.hooks(animator))
     wait_until(lambda: len(recorder.frames) >= 3, timeout=30, what="frames")
     started = time.monotonic()
     stage.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.service.conftest import broker, daemons, make_config, photos  # noqa: F401  (fixtures)
 from tests.service.support import Broker, DaemonProcess, Device, device_watcher
-from tests.updates.support import Keyring, Unit, make_keyring, model_bundle
+from tests.updates.support import Keyring, SignerFiles, Unit, make_keyring, model_bundle, signer_files
 from tools.fleet import FleetClient, bundle_info
 
 CHUNK = 32 * 1024  # ~20 chunks for a test bundle: enough to interrupt a transfer in the middle
@@ -20,6 +20,11 @@ CHUNK = 32 * 1024  # ~20 chunks for a test bundle: enough to interrupt a transfe
 @pytest.fixture(scope="session")
 def keyring(tmp_path_factory: pytest.TempPathFactory) -> Keyring:
     return make_keyring(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session", name="signer_files")
+def signer_files_fixture(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> SignerFiles:
+    return signer_files(tmp_path_factory.mktemp("operator"), keyring)
 
 
 @pytest.fixture(scope="session")

@@ -37,11 +37,28 @@ def make_keyring(folder: Path) -> Keyring:
                    chain.certify(root, other.public_key()), root, chain.certify(rogue_root, signing.public_key()))
 
 
-def model_bundle(dest: Path, version: str, key: Any, broken_golden: bool = False) -> Path:
+@dataclass
+class SignerFiles:
+    """The signing key and its certificate as the operator keeps them: files for tools.fleet."""
+
+    key: Path
+    cert: Path
+
+
+def signer_files(folder: Path, keyring: Keyring) -> SignerFiles:
+    files = SignerFiles(folder / "sign.key", folder / "sign.cert.json")
+    chain.write_private(files.key, keyring.signing)
+    files.cert.write_text(json.dumps(keyring.cert))
+    return files
+
+
+def model_bundle(dest: Path, version: str, key: Any, broken_golden: bool = False, name: str | None = None) -> Path:
     """A small real model bundle: the default's ONNX model and one golden vector, re-versioned and signed."""
     dest.mkdir(parents=True)
     doc = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
     doc["version"] = version
+    if name is not None:
+        doc["name"] = name
     doc["runtimes"] = {"onnxruntime": doc["runtimes"]["onnxruntime"]}
     shutil.copy(DEFAULT_BUNDLE / "generator.int8.onnx", dest / "generator.int8.onnx")
     with np.load(DEFAULT_BUNDLE / "golden.npz") as f:
@@ -54,6 +71,11 @@ def model_bundle(dest: Path, version: str, key: Any, broken_golden: bool = False
     (dest / "manifest.json").write_text(json.dumps(doc, indent=2))
     sign_manifest(dest, key)
     return dest
+
+
+def to(*units: Unit) -> dict[str, Any]:
+    """The `targets` of a signed job or order for these devices."""
+    return {"devices": [u.id for u in units]}
 
 
 def installed(state: dict[str, Any], kind: str = "model") -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from device.updates.install import sign_manifest
-from tests.updates.support import Keyring, Unit, installed, wait_job
+from tests.updates.support import Keyring, Unit, installed, to, wait_job
 from tools.fleet import FleetClient, bundle_info, content_manifest, make_job
 
 
@@ -37,7 +37,7 @@ def test_content_bundle_installs_and_state_shows_it(units: Callable[..., Unit], 
     unit = units("dev")
     info, chunks = bundle_info(content_bundle(tmp_path / "c1", "1.0.0", keyring.signing))
     fleet.publish_bundle(info, chunks)
-    envelope = make_job(info, keyring.signing, keyring.cert)
+    envelope = make_job(info, keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
     job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"), 60)
     assert job["state"] == "SUCCEEDED", job
@@ -56,7 +56,7 @@ def test_content_bundle_with_a_file_that_does_not_decode_fails(units: Callable[.
     unit = units("dev")
     info, chunks = bundle_info(content_bundle(tmp_path / "c2", "1.0.0", keyring.signing, corrupt_image=True))
     fleet.publish_bundle(info, chunks)
-    envelope = make_job(info, keyring.signing, keyring.cert)
+    envelope = make_job(info, keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
     job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"), 60)
     assert job["state"] == "FAILED" and "does not decode" in job["reason"]

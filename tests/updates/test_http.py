@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from device.updates.transfer import pack
-from tests.updates.support import Keyring, Unit, current_version, wait_job
+from tests.updates.support import Keyring, Unit, current_version, to, wait_job
 from tools.fleet import bundle_info, make_job
 
 
@@ -52,7 +52,8 @@ def test_http_download_resumes_with_range(units: Callable[..., Unit], server: Se
                                           bundles: dict[str, Path], tmp_path: Path) -> None:
     unit = units("dev")
     info, _ = bundle_info(bundles["v0.2.0"])
-    envelope = make_job(info, keyring.signing, keyring.cert, source={"type": "http", "url": server.url})
+    envelope = make_job(info, keyring.signing, keyring.cert, source={"type": "http", "url": server.url},
+                        targets=to(unit))
     half = len(server.data) // 2
     # What a download cut off halfway leaves behind.
     part = tmp_path / "dev" / "state" / "updates" / "downloads" / f"{envelope['job']['id']}.part"
@@ -110,7 +111,8 @@ def test_http_download_cut_off_midway_resumes_with_range(units: Callable[..., Un
     cut = len(data) // 3
     srv = CuttingServer(data, cut)
     try:
-        envelope = make_job(info, keyring.signing, keyring.cert, source={"type": "http", "url": srv.url})
+        envelope = make_job(info, keyring.signing, keyring.cert, source={"type": "http", "url": srv.url},
+                            targets=to(unit))
         part = tmp_path / "dev" / "state" / "updates" / "downloads" / f"{envelope['job']['id']}.part"
         srv.part = part
         assert unit.device.command("update", envelope)["ok"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -10,15 +12,15 @@ import pytest
 
 from device.runtime.bundle import Bundle
 from device.updates.manager import FAULT_ENV, STEPS
-from tests.service.support import DaemonProcess
-from tests.updates.support import Keyring, Unit, current_version, installed, wait_job
+from tests.service.support import REPO, DaemonProcess
+from tests.updates.support import Keyring, SignerFiles, Unit, current_version, installed, to, wait_job
 from tools.fleet import make_job
 
 
 def test_failed_health_check_keeps_the_old_version(units: Callable[..., Unit], keyring: Keyring,
                                                    published: Callable[[str], dict[str, Any]]) -> None:
     unit = units("dev")
-    envelope = make_job(published("broken"), keyring.signing, keyring.cert)
+    envelope = make_job(published("broken"), keyring.signing, keyring.cert, targets=to(unit))
     assert unit.device.command("update", envelope)["ok"]
     job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("FAILED", "SUCCEEDED"), 60)
     assert job["state"] == "FAILED" and "golden vectors" in job["reason"]
@@ -33,7 +35,7 @@ def test_power_cut_at_each_install_step_comes_back_working(
     published: Callable[[str], dict[str, Any]],
 ) -> None:
     unit = units("dev", env={FAULT_ENV: step})
-    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
     assert unit.proc.wait(60) == -9  # SIGKILL at that step
     # Right after the cut: the old or the new version, complete.
@@ -51,7 +53,7 @@ def test_power_cut_at_each_install_step_comes_back_working(
 def test_crash_loop_in_probation_rolls_back(units: Callable[..., Unit], daemons: Callable[..., DaemonProcess],
                                             keyring: Keyring, published: Callable[[str], dict[str, Any]]) -> None:
     unit = units("dev", {"updates": {"probation_s": 120.0, "max_restarts": 2}})
-    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
     wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
     proc = unit.proc
@@ -65,17 +67,23 @@ def test_crash_loop_in_probation_rolls_back(units: Callable[..., Unit], daemons:
     assert installed(unit.device.command("status")["state"]) == "0.1.0"
 
 
-def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyring,
+def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyring, signer_files: SignerFiles,
                                       published: Callable[[str], dict[str, Any]]) -> None:
     group = f"g{uuid.uuid4().hex[:6]}"
     unit = units("dev", {"device": {"groups": [group]}, "updates": {"probation_s": 0.0}})
     for name in ("v0.2.0", "v0.3.0"):
-        envelope = make_job(published(name), keyring.signing, keyring.cert)
+        envelope = make_job(published(name), keyring.signing, keyring.cert, targets=to(unit))
         unit.device.command("update", envelope)
         wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
-    reply = unit.device.command("rollback", {"kind": "model"}, group=group)
-    assert reply["ok"] and reply["restored"]["version"] == "0.2.0"
-    wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 10)
+    # The operator's CLI signs the order with the fleet signing key; the group gets it.
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.fleet", "--broker", f"127.0.0.1:{unit.device.port}", "rollback",
+         "--group", group, "--kind", "model", "--key", str(signer_files.key), "--cert", str(signer_files.cert)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 20)
+    assert "rolled back by the operator" in job["reason"]
     assert current_version(unit.root) == "0.2.0"
 
 
@@ -99,7 +107,7 @@ def test_watchdog_in_probation_rolls_back(units: Callable[..., Unit], keyring: K
         handle.writeframes((np.clip(speech.audio, -1, 1) * 32767).astype(np.int16).tobytes())
     unit = units("dev", {"updates": {"probation_s": 300.0},
                          "jobs": {"timeout_s": 0.2, "hung_grace_s": 0.0, "audio_dirs": [str(tmp_path)]}})
-    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
     wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
     assert installed(unit.device.command("status")["state"]) == "0.2.0"
@@ -109,3 +117,20 @@ def test_watchdog_in_probation_rolls_back(units: Callable[..., Unit], keyring: K
     assert "watchdog" in job["reason"]
     assert installed(unit.device.command("status")["state"]) == "0.1.0"
     assert current_version(unit.root) == "0.1.0"
+
+
+def test_older_job_admitted_behind_a_newer_one_is_refused_at_install(
+    units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]],
+) -> None:
+    unit = units("dev")
+    newer = make_job(published("v0.3.0"), keyring.signing, keyring.cert, targets=to(unit))
+    older = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
+    # Both are newer than the 0.1.0 installed when they arrive, so both are admitted.
+    assert unit.device.command("update", newer)["ok"]
+    assert unit.device.command("update", older)["ok"]
+    assert wait_job(unit.watcher, unit.id, newer["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"))["state"] == \
+        "SUCCEEDED"
+    job = wait_job(unit.watcher, unit.id, older["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"), 60)
+    assert job["state"] == "REJECTED"
+    assert job["reason"] == "anti-rollback: version 0.2.0 is not newer than the installed model 0.3.0"
+    assert current_version(unit.root) == "0.3.0"

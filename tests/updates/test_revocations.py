@@ -13,7 +13,7 @@ import pytest
 
 from device.updates import keys as chain
 from tests.service.support import REPO, Broker, wait_until
-from tests.updates.support import Keyring, Unit, current_version, installed, wait_job
+from tests.updates.support import Keyring, Unit, current_version, installed, to, wait_job
 from tools.fleet import FleetClient, make_job
 
 TOPIC = "portrait/fleet/revocations"
@@ -64,7 +64,7 @@ def test_published_revocation_list_reaches_device_forged_one_ignored(
     assert doc["body"]["revoked"] == [other_id]
 
     # A later job signed by the revoked key, with no list of its own: refused, naming the key.
-    envelope = make_job(published("other-signer"), keyring.other, keyring.other_cert)
+    envelope = make_job(published("other-signer"), keyring.other, keyring.other_cert, targets=to(unit))
     reply = unit.device.command("update", envelope)
     assert not reply["ok"]
     assert f"signing key {other_id} is revoked" in reply["error"]["message"]
@@ -73,7 +73,7 @@ def test_published_revocation_list_reaches_device_forged_one_ignored(
     assert current_version(unit.root) is None
 
     # The key the forged list named still works.
-    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert)
+    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     assert unit.device.command("update", envelope)["ok"]
     wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
     assert installed(unit.device.command("status")["state"]) == "0.2.0"
