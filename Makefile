@@ -10,7 +10,7 @@ setup:
 # The demo needs no export toolchain (torch and friends are gigabytes): device packages + the sample.
 demo:
 	EXTRAS=demo bash tools/setup.sh
-	$(VENV)/bin/portrait animate --text "$(DEMO_TEXT)" --out demo.mp4
+	$(VENV)/bin/portrait animate --text "$(DEMO_TEXT)" --out demo.mp4 --overwrite
 
 test:
 	bash tools/setup.sh --test

@@ -17,6 +17,8 @@ from pathlib import Path
 from device.errors import PortraitError
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
+# The person segmentation model: only this older release still ships it.
+SEGMENTATION_WHEEL = "mediapipe==0.10.14"
 
 # The face models as the mediapipe 0.10.21 wheel ships them (Apache-2.0), with their sha256.
 FACE_MODELS: dict[str, tuple[str, str]] = {
@@ -37,6 +39,21 @@ FACE_MODELS: dict[str, tuple[str, str]] = {
         "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
     ),
 }
+
+# Models from other wheels: name -> (requirement, member, sha256).
+OTHER_MODELS: dict[str, tuple[str, str, str]] = {
+    "selfie_segmentation.tflite": (
+        SEGMENTATION_WHEEL,
+        "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+        "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+    ),
+}
+
+
+def _all_models() -> dict[str, tuple[str, str, str]]:
+    return {**{name: (MEDIAPIPE_WHEEL, member, digest) for name, (member, digest) in FACE_MODELS.items()},
+            **OTHER_MODELS}
+
 
 SAMPLE_PORTRAIT = "samples/astronaut.png"
 
@@ -60,12 +77,13 @@ def sha256_file(path: Path) -> str:
 
 def model_path(name: str) -> Path:
     """Path of an installed face model, verified against its pinned hash."""
-    if name not in FACE_MODELS:
+    models = _all_models()
+    if name not in models:
         raise KeyError(name)
     path = assets_dir() / "models" / name
     if not path.is_file():
         raise PortraitError(f"face model {path} is not installed: run `portrait setup` first")
-    expected = FACE_MODELS[name][1]
+    expected = models[name][2]
     actual = sha256_file(path)
     if actual != expected:
         raise PortraitError(
@@ -82,50 +100,61 @@ def sample_portrait() -> Path:
     return path
 
 
-def _models_installed() -> bool:
+def _missing_models() -> dict[str, tuple[str, str, str]]:
     folder = assets_dir() / "models"
-    return all(
-        (folder / name).is_file() and sha256_file(folder / name) == digest for name, (_, digest) in FACE_MODELS.items()
-    )
+    return {
+        name: spec for name, spec in _all_models().items()
+        if not ((folder / name).is_file() and sha256_file(folder / name) == spec[2])
+    }  # fmt: skip
 
 
 def install_models(force: bool = False, wheel: Path | None = None, log=print) -> None:
-    """Take the face models out of the pinned mediapipe wheel, check their hashes, and install them.
+    """Take the models out of the pinned mediapipe wheels, check their hashes, and install them.
 
-    `wheel` uses a wheel file already on disk (offline installs); otherwise pip downloads it.
+    `wheel` uses a wheel file already on disk (offline installs) for the release it is of; the others
+    pip downloads.
     """
-    if not force and _models_installed():
+    wanted = _all_models() if force else _missing_models()
+    if not wanted:
         log(f"face models: already installed in {assets_dir() / 'models'}")
         return
     folder = assets_dir() / "models"
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="portrait-setup-") as tmp:
-        if wheel is None:
-            log(f"face models: downloading {MEDIAPIPE_WHEEL} (about 36 MB, once)")
-            # Any platform's wheel carries the same model files; pin one so the download is the same
-            # everywhere (a Pi included).
-            command = [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:",
-                "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-                "-d", tmp, MEDIAPIPE_WHEEL,
-            ]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise PortraitError(f"could not download {MEDIAPIPE_WHEEL}: {result.stderr.strip()[-500:]}")
-            wheels = list(Path(tmp).glob("mediapipe-*.whl"))
-            if not wheels:
-                raise PortraitError(f"pip download of {MEDIAPIPE_WHEEL} produced no wheel")
-            wheel = wheels[0]
-        with zipfile.ZipFile(wheel) as archive:
-            for name, (member, digest) in FACE_MODELS.items():
-                data = archive.read(member)
-                actual = hashlib.sha256(data).hexdigest()
-                if actual != digest:
-                    raise PortraitError(f"{member} in {wheel.name} has sha256 {actual}, expected {digest}")
-                staged = folder / f".{name}.partial"
-                staged.write_bytes(data)
-                os.replace(staged, folder / name)
+    for requirement in sorted({spec[0] for spec in wanted.values()}):
+        version = requirement.split("==")[1]
+        with tempfile.TemporaryDirectory(prefix="portrait-setup-") as tmp:
+            given = wheel is not None and f"-{version}-" in wheel.name
+            archive_path = wheel if given and wheel is not None else _download(requirement, tmp, log)
+            with zipfile.ZipFile(archive_path) as archive:
+                for name, (source, member, digest) in wanted.items():
+                    if source != requirement:
+                        continue
+                    data = archive.read(member)
+                    actual = hashlib.sha256(data).hexdigest()
+                    if actual != digest:
+                        raise PortraitError(f"{member} in {archive_path.name} has sha256 {actual}, expected {digest}")
+                    staged = folder / f".{name}.partial"
+                    staged.write_bytes(data)
+                    os.replace(staged, folder / name)
     log(f"face models: installed and verified in {folder}")
+
+
+def _download(requirement: str, folder: str, log) -> Path:
+    log(f"face models: downloading {requirement} (about 36 MB, once)")
+    # Any platform's wheel carries the same model files; pin one so the download is the same
+    # everywhere (a Pi included).
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:",
+        "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
+        "-d", folder, requirement,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PortraitError(f"could not download {requirement}: {result.stderr.strip()[-500:]}")
+    wheels = list(Path(folder).glob("mediapipe-*.whl"))
+    if not wheels:
+        raise PortraitError(f"pip download of {requirement} produced no wheel")
+    return wheels[0]
 
 
 def install_sample(force: bool = False, log=print) -> None:

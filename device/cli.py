@@ -48,10 +48,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from device import assets
+    from device.outputs.frames import check_output
     from device.pipeline import AnimateRequest, Animator
 
-    photo = Path(args.photo) if args.photo else assets.sample_portrait()
     out = Path(args.out)
+    check_output(out, args.overwrite)  # before the models load and the render runs, not after it
+    photo = Path(args.photo) if args.photo else assets.sample_portrait()
     request = AnimateRequest(
         photo=photo,
         out=out,
@@ -67,6 +69,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
         face=args.face - 1,
         seed=args.seed,
         backend=args.backend,
+        speak_symbols=args.speak_symbols,
+        drive_audio=not args.no_drive_audio,
+        overwrite=args.overwrite,
     )
     animator = Animator(backend=args.backend, threads=args.threads)
     show_progress = sys.stderr.isatty() and not args.json and not args.quiet
@@ -80,6 +85,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
         "render_fps": round(result.render_fps, 1),
         "wall_seconds": round(result.wall_seconds, 3),
         "generator": result.generator,
+        "speech_timing": result.speech_timing,
+        "warnings": result.warnings,
         "timings_ms": result.timings,
     }
     if args.json:
@@ -125,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from tools.fleet import main as fleet_main
+    from device.fleet import main as fleet_main
 
     return int(fleet_main(args.fleet_args) or 0)
 
@@ -154,8 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     speech.add_argument("--text", help="what the portrait says (text-to-speech)")
     speech.add_argument("--audio", help="speech recording to lip-sync (WAV/MP3/FLAC/...)")
     animate.add_argument("--transcript", help="the words spoken in --audio (better timing)")
-    animate.add_argument("--drive", help="driving video: transfer its face's expression and head motion")
-    animate.add_argument("--lang", default="en", help="eSpeak NG language for --text (default: en)")
+    animate.add_argument(
+        "--drive", help="driving video: transfer its face's expression and head motion (and its sound)"
+    )
+    animate.add_argument(
+        "--no-drive-audio", action="store_true", help="leave the driving video's sound out of the clip"
+    )
+    animate.add_argument(
+        "--lang", default="en",
+        help="eSpeak NG language of --text, or of the speech in --audio (default: en); see `portrait languages`",
+    )
+    animate.add_argument(
+        "--speak-symbols", action="store_true", help="read emoji and other pictographs aloud by name"
+    )
     animate.add_argument("--voice", help="eSpeak NG voice variant")
     animate.add_argument("--fps", type=int, default=25, help="frames per second (default: 25)")
     animate.add_argument("--size", type=int, help="longest side of the output in pixels (default: the photo's)")
@@ -167,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     animate.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2), help="CPU threads for models")
     animate.add_argument("--out", default="portrait.mp4", help="output .mp4/.mkv/.mov, or a folder for PNG frames")
+    animate.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing --out file, or the frames in an existing --out folder (else exit 2)",
+    )
     animate.add_argument("--json", action="store_true", help="print a machine-readable summary")
     animate.add_argument("--quiet", action="store_true", help="print nothing on success")
     animate.set_defaults(func=cmd_animate)

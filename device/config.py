@@ -96,7 +96,8 @@ class TlsSection(Section):
 
 class HomeAssistantSection(Section):
     discovery: bool = Field(
-        False, description="Publish Home Assistant MQTT discovery: stats sensors and a capture button."
+        False, description="Publish Home Assistant MQTT discovery: stats, job, capture and visitor sensors, a "
+        "capture button, a mode select and the last clip's image."
     )
     prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
 
@@ -235,6 +236,14 @@ class OutputSection(Section):
         "off", description="Show the animation on a screen: a window, fullscreen (kiosk), or not at all."
     )
     fps: int = Field(25, ge=1, le=60, description="Frame rate of clips unless a command asks otherwise.")
+    audio_latency_ms: float = Field(
+        120.0,
+        ge=0,
+        le=2000,
+        description="Live speech: how long after playback starts the sound leaves the loudspeaker (player "
+        "start-up plus the audio device's buffer). The live mouth waits this long, so lips and sound agree. "
+        "Measure it by filming the screen and the speaker together; HDMI audio often needs more.",
+    )
     size: int | None = Field(
         512, ge=64, le=4096, description="Longest side of clips unless a command asks otherwise; unset: the photo's."
     )
@@ -365,6 +374,7 @@ REMOTE_KEYS = (
     "output.display",
     "output.fps",
     "output.size",
+    "output.audio_latency_ms",
     "jobs.queue_size",
     "jobs.progress_interval_s",
     "mqtt.stats_interval_s",

@@ -34,6 +34,9 @@ class AnimateRequest:
     seed: int = 0  # idle motion (blinks, saccades) is random but reproducible
     backend: str = "auto"  # generator runtime; "none" renders with the warp alone
     max_pixels: int | None = None  # photos declaring more pixels are refused; None: the default (40 MP)
+    speak_symbols: bool = False  # read emoji and other pictographs aloud by name (eSpeak's default)
+    overwrite: bool = False  # replace what is already at `out` (file or folder); else BadInput
+    drive_audio: bool = True  # a --drive video's own sound track goes into the clip (when there is no speech)
 
 
 @dataclass
@@ -45,6 +48,8 @@ class AnimateResult:
     wall_seconds: float
     timings: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {"p50": ms, "p95": ms}
     generator: str = "none"
+    speech_timing: str | None = None  # where the mouth's timing came from (see device.motion.recording)
+    warnings: list[str] = field(default_factory=list)
 
 
 IDLE_SECONDS = 5.0
@@ -56,8 +61,15 @@ def even(value: float) -> int:
     return max(2, round(value / 2.0) * 2)
 
 
+# Without --size the clip keeps the photo's size up to this long side: a kiosk screen's (1920x1080 or
+# 1080x1920). A 12000x9000 photo rendered at its own size costs seconds a frame and shows nothing more.
+DEFAULT_MAX_SIDE = 1920
+
+
 def output_size(width: int, height: int, size: int | None) -> tuple[int, int]:
-    """Output frame size: the photo's own (or longest side = `size`), made even for H.264."""
+    """Output frame size: the photo's own capped at DEFAULT_MAX_SIDE (or longest side = `size`), even."""
+    if size is None and max(width, height) > DEFAULT_MAX_SIDE:
+        size = DEFAULT_MAX_SIDE
     scale = 1.0 if size is None else size / float(max(width, height))
     return even(width * scale), even(height * scale)
 
@@ -104,12 +116,22 @@ class Animator:
         self.analyzer = FaceAnalyzer(threads)
         self.generator = load_generator(backend, keys=keys)
         self.backend = backend
+        self.threads = threads
+        self.segmenter = None  # loaded with the first photo
 
     # --- inputs -------------------------------------------------------------------------------
     def prepare_photo(self, request: AnimateRequest) -> tuple[np.ndarray, object, str]:
         return prepare_photo(
             self.analyzer, request.photo, size=request.size, face=request.face, max_pixels=request.max_pixels
         )
+
+    def person_mask(self, image: np.ndarray) -> np.ndarray:
+        """Where the person is in the photo, so the whole head moves over a still background."""
+        if self.segmenter is None:
+            from device.face.segment import PersonSegmenter
+
+            self.segmenter = PersonSegmenter(self.threads)
+        return self.segmenter.mask(image)
 
     @staticmethod
     def prepare_speech(request: AnimateRequest):  # -> Speech | None
@@ -120,15 +142,14 @@ class Animator:
         if request.text is not None:
             from device.motion.tts import synthesize
 
-            return synthesize(request.text, lang=request.lang, voice=request.voice)
+            return synthesize(request.text, lang=request.lang, voice=request.voice, speak_symbols=request.speak_symbols)
         if request.audio is not None:
             from device.media.audio import load_audio
-            from device.motion.align import align_audio
-            from device.motion.speech import Speech
+            from device.motion.recording import speech_from_recording
 
-            audio, rate = load_audio(request.audio)
-            phones = align_audio(audio, rate, request.transcript)
-            return Speech(audio=audio, sample_rate=rate, phones=phones, text=request.transcript)
+            # The clip holds the speech and a breath after it: the speech itself must leave room for that.
+            audio, rate = load_audio(request.audio, max_seconds=MAX_SECONDS - SPEECH_TAIL_SECONDS)
+            return speech_from_recording(audio, rate, request.transcript, request.lang, f"audio file {request.audio}")
         return None
 
     # --- the clip -----------------------------------------------------------------------------
@@ -148,8 +169,16 @@ class Animator:
         validate_request(request)
         started = time.perf_counter()
         timer = StageTimer()
+        warnings: list[str] = []
         with timer.stage("face_analysis"):
-            image, face, _ = self.prepare_photo(request)
+            image, face, name = self.prepare_photo(request)
+            if request.size is None and max(image.shape[:2]) == DEFAULT_MAX_SIDE:
+                warnings.append(
+                    f"{name}: rendered at {image.shape[1]}x{image.shape[0]}, a long side of {DEFAULT_MAX_SIDE} "
+                    "(the photo is larger; --size sets another size)"
+                )
+        with timer.stage("segmentation"):
+            person = self.person_mask(image)
         with timer.stage("speech"):
             speech = self.prepare_speech(request)
 
@@ -174,14 +203,19 @@ class Animator:
             drive = drive[index]
 
         track = motion_track(n_frames, request.fps, speech=speech, drive=drive, seed=request.seed)
-        renderer = Renderer(image, face, close_mouth_at_rest=speech is not None, generator=self.generator, timer=timer)
+        renderer = Renderer(image, face, close_mouth_at_rest=speech is not None, generator=self.generator,
+                            timer=timer, person_mask=person)
         height, width = image.shape[:2]
         audio = None if speech is None else speech.audio
         rate = None if speech is None else speech.sample_rate
+        if audio is None and request.drive is not None and request.drive_audio:
+            audio, rate = drive_audio(Path(request.drive), n_frames / request.fps)
         from device.motion.params import FaceParams
 
         render_start = time.perf_counter()
-        with open_writer(Path(request.out), request.fps, width, height, audio=audio, sample_rate=rate) as writer:
+        with open_writer(
+            Path(request.out), request.fps, width, height, audio=audio, sample_rate=rate, overwrite=request.overwrite
+        ) as writer:
             for index in range(n_frames):
                 if should_cancel is not None and should_cancel():
                     raise Cancelled(f"cancelled after {index} of {n_frames} frames")
@@ -200,7 +234,20 @@ class Animator:
             wall_seconds=time.perf_counter() - started,
             timings=timer.summary(),
             generator=getattr(self.generator, "name", "none") if self.generator is not None else "none",
+            speech_timing=None if speech is None else speech.timing,
+            warnings=warnings + ([speech.warning] if speech is not None and speech.warning else []),
         )
+
+
+def drive_audio(path: Path, seconds: float) -> tuple[np.ndarray | None, int | None]:
+    """The driving video's own sound, cut to the clip; (None, None) when it has none."""
+    from device.media.audio import load_audio
+    from device.outputs.video import probe_video
+
+    if not probe_video(path).has_audio:
+        return None, None
+    audio, rate = load_audio(path)
+    return audio[: int(seconds * rate)], rate
 
 
 class Cancelled(Exception):

@@ -1,7 +1,7 @@
 """The export toolchain: PyTorch checkpoint -> ONNX FP32 -> INT8 for ONNX Runtime, OpenVINO and
 TFLite, validated and benchmarked in the same run, written as a signed model bundle (DESIGN 4.3).
 
-    python -m export --checkpoint models/checkpoints/default.pt --out models/bundles/default \
+    python -m export --checkpoint models/checkpoints/default.pt --out device/runtime/bundles/default \
         --photos DIR --holdout skimage:astronaut --key ~/.config/portrait/keys/bundle.key
 
 `export.pipeline.export(...)` is the same as a function (for `portrait export`).

@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m export", description="Export the generator to INT8 model bundles.")
     p.add_argument("--checkpoint", default="models/checkpoints/default.pt")
-    p.add_argument("--out", default="models/bundles/default")
+    p.add_argument("--out", default="device/runtime/bundles/default")
     p.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS), choices=DEFAULT_TARGETS)
     p.add_argument(
         "--photos",

@@ -66,7 +66,7 @@ def test_phone_timings_follow_the_audio(hello: Speech) -> None:
 def test_mouth_track_from_speech(hello: Speech) -> None:
     fps = 25
     n_frames = int(np.ceil(hello.duration * fps)) + 10
-    track = mouth_track(hello.phones, fps, n_frames)
+    track = mouth_track(hello.phones, fps, n_frames, lead_s=0.0)
     times = np.arange(n_frames) / fps
     jaw = track[:, JAW]
     assert np.all(jaw[times > hello.duration + 0.1] == 0.0)  # trailing silence: shut

@@ -145,23 +145,23 @@ def _phones(*spec: tuple[float, str]) -> list[TimedPhone]:
 
 
 def test_track_shape_and_silence() -> None:
-    assert mouth_track([], 25, 0).shape == (0, 4)
-    quiet = mouth_track([], 25, 10)
+    assert mouth_track([], 25, 0, lead_s=0.0).shape == (0, 4)
+    quiet = mouth_track([], 25, 10, lead_s=0.0)
     assert quiet.shape == (10, 4) and quiet.dtype == np.float32 and not quiet.any()
     phones = _phones((0.2, "aa"), (0.2, "E"))
-    track = mouth_track(phones, 25, 50)  # 2 s: speech ends at 0.7 s
+    track = mouth_track(phones, 25, 50, lead_s=0.0)  # 2 s: speech ends at 0.7 s
     assert track.shape == (50, 4) and track.dtype == np.float32
     assert track.min() >= 0.0 and track.max() <= 1.0
     assert np.all(track[:3, JAW] == 0.0)  # before speech (to 0.08 s)
     assert np.all(track[22:] == 0.0)  # after speech (from 0.88 s), all channels at rest
     with pytest.raises(ValueError, match="fps"):
-        mouth_track(phones, 0, 10)
+        mouth_track(phones, 0, 10, lead_s=0.0)
 
 
 def test_frame_k_shows_time_k_over_fps() -> None:
     phones = [TimedPhone(1.0, 1.3, "a", "aa")]
     for fps in (25, 30, 60):
-        jaw = mouth_track(phones, fps, int(2 * fps))[:, JAW]
+        jaw = mouth_track(phones, fps, int(2 * fps), lead_s=0.0)[:, JAW]
         peak = int(np.argmax(jaw)) / fps
         assert 1.0 <= peak <= 1.3, (fps, peak)
         assert jaw.max() > 0.8
@@ -171,7 +171,7 @@ def test_bilabial_closes_even_when_short() -> None:
     # "ama" with a 25 ms m, shorter than a frame period at 25 fps: the lips must still be seen shut.
     for fps in (25, 30, 60):
         phones = _phones((0.2, "aa"), (0.025, "PP"), (0.2, "aa"))
-        track = mouth_track(phones, fps, int(1.2 * fps))
+        track = mouth_track(phones, fps, int(1.2 * fps), lead_s=0.0)
         times = np.arange(len(track)) / fps
         near = np.abs(times - 0.5125) <= 0.5 / fps + 1e-9  # the frame nearest the m
         assert np.all(track[near, JAW] < 1e-6) and np.all(track[near, PRESS] == 1.0), fps
@@ -182,7 +182,7 @@ def test_bilabial_closes_even_when_short() -> None:
 def test_long_bilabial_and_pause_hold_closed() -> None:
     phones = _phones((0.2, "aa"), (0.15, "PP"), (0.2, "oh"), (0.3, "sil"), (0.2, "ih"))
     fps = 50
-    track = mouth_track(phones, fps, 80)
+    track = mouth_track(phones, fps, 80, lead_s=0.0)
     times = np.arange(80) / fps
     in_m = (times >= 0.55) & (times <= 0.6)  # the core of the m (0.5 .. 0.65)
     assert np.all(track[in_m, JAW] < 1e-6) and np.all(track[in_m, PRESS] > 0.999)
@@ -195,7 +195,7 @@ def test_long_bilabial_and_pause_hold_closed() -> None:
 def test_short_pause_does_not_force_closure() -> None:
     # A 40 ms gap between two open vowels (a glottal break) only dips the jaw.
     phones = [TimedPhone(0.3, 0.5, "a", "aa"), TimedPhone(0.54, 0.74, "a", "aa")]
-    jaw = mouth_track(phones, 100, 100)[:, JAW]
+    jaw = mouth_track(phones, 100, 100, lead_s=0.0)[:, JAW]
     assert jaw[50:54].min() > 0.3
 
 
@@ -204,7 +204,7 @@ def test_coarticulation_is_smooth() -> None:
     phones = _phones((0.2, "sil"), (0.08, "PP"), (0.12, "aa"), (0.06, "DD"), (0.1, "ou"), (0.05, "PP"), (0.2, "aa"))
     # (fps, largest jaw step, largest step of any channel): about 14 jaw units/s, 22/s for the fast lips.
     for fps, jaw_bound, any_bound in ((25, 0.55, 0.85), (60, 0.3, 0.45), (100, 0.2, 0.3)):
-        track = mouth_track(phones, fps, int(1.5 * fps))
+        track = mouth_track(phones, fps, int(1.5 * fps), lead_s=0.0)
         steps = np.abs(np.diff(track, axis=0))
         assert steps[:, JAW].max() <= jaw_bound, fps
         assert steps.max() <= any_bound, fps
@@ -212,8 +212,8 @@ def test_coarticulation_is_smooth() -> None:
 
 def test_tongue_consonant_between_vowels_keeps_jaw_open() -> None:
     # "ada": the d barely closes the jaw; "aba" closes it fully.
-    ada = mouth_track(_phones((0.15, "aa"), (0.06, "DD"), (0.15, "aa")), 100, 80)[:, JAW]
-    aba = mouth_track(_phones((0.15, "aa"), (0.06, "PP"), (0.15, "aa")), 100, 80)[:, JAW]
+    ada = mouth_track(_phones((0.15, "aa"), (0.06, "DD"), (0.15, "aa")), 100, 80, lead_s=0.0)[:, JAW]
+    aba = mouth_track(_phones((0.15, "aa"), (0.06, "PP"), (0.15, "aa")), 100, 80, lead_s=0.0)[:, JAW]
     middle = slice(47, 50)  # 0.47 .. 0.49 s, inside the consonant (0.45 .. 0.51)
     assert ada[middle].min() > 0.5
     assert aba[middle].min() < 1e-6
@@ -226,13 +226,13 @@ def test_unknown_viseme_and_odd_phones_are_safe() -> None:
         TimedPhone(0.3, 0.6, "a", "aa"),  # overlaps the one before: starts where it ended
         TimedPhone(float("nan"), 1.0, "n", "nn"),
     ]
-    track = mouth_track(phones, 25, 30)
+    track = mouth_track(phones, 25, 30, lead_s=0.0)
     assert np.isfinite(track).all() and track[:, JAW].max() > 0.5
 
 
 def test_openness() -> None:
     phones = _phones((0.2, "aa"), (0.1, "PP"), (0.2, "E"))
-    track = mouth_track(phones, 50, 50)
+    track = mouth_track(phones, 50, 50, lead_s=0.0)
     value = openness(track)
     assert value.shape == (50,) and value.dtype == np.float32
     np.testing.assert_allclose(value, track[:, JAW] * (1 - track[:, PRESS]), atol=1e-6)

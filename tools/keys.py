@@ -1,8 +1,8 @@
 """Ed25519 keys for model bundles: generate a key pair, sign a bundle, verify one.
 
     python -m tools.keys generate --out ~/.config/portrait/keys/bundle     (bundle.key private, bundle.pub public)
-    python -m tools.keys sign models/bundles/default --key ~/.config/portrait/keys/bundle.key
-    python -m tools.keys verify models/bundles/default --pub device/runtime/keys/default-2026-12-01.pub
+    python -m tools.keys sign device/runtime/bundles/default --key ~/.config/portrait/keys/bundle.key
+    python -m tools.keys verify device/runtime/bundles/default --pub device/runtime/keys/default-2026-12-01.pub
 
 The private key stays with the operator: never in the repository, never in a bundle. Devices trust
 the public keys in device/runtime/keys/.

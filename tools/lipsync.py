@@ -1,9 +1,12 @@
-"""Lip-sync check: render a sentence, measure the mouth opening in every rendered frame with the
+"""Renderer fidelity: render a sentence, measure the mouth opening in every rendered frame with the
 face mesh, and correlate it with the viseme openness track the renderer was driven by.
 
     python -m tools.lipsync [PHOTO] [--text T] [--lang L]
 
-Prints Pearson r (target >= 0.7), the mean opening on open vowels vs on m/b/p and silence.
+Prints Pearson r (target >= 0.7), the mean opening where the track opens the mouth wide vs where it
+shuts it. This checks that the renderer shows what it is driven with; it cannot see a timing error
+(the mesh and the track come from the same side). Lip sync against real speakers, read by an
+independent landmark model, is `python -m tools.eval_lipsync`.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_TEXT = "Hello! My name is Ada. I was painted a long time ago, but today I can finally speak to you."
-OPEN_VISEMES = {"aa", "oh", "E"}
-CLOSED_VISEMES = {"PP", "sil"}
+WIDE_OPEN = 0.5  # frames the track opens to at least half its widest
+SHUT = 0.02  # frames the track holds shut (m, b, p, silence)
 
 
 @dataclass
 class LipSyncReport:
     pearson_r: float
     frames: int
-    open_mean: float  # measured opening on frames whose phone is an open vowel
-    closed_mean: float  # on m/b/p and silence
+    open_mean: float  # measured opening on frames the track opens wide
+    closed_mean: float  # on frames the track holds shut
     measured: np.ndarray
     expected: np.ndarray
 
@@ -54,9 +57,13 @@ def evaluate(
     measured = np.array(measured)
     valid = ~np.isnan(measured)
     r = float(np.corrcoef(measured[valid], expected[valid])[0, 1])
-    label = _frame_visemes(speech.phones, fps, len(measured))
-    open_frames = np.array([v in OPEN_VISEMES for v in label]) & valid
-    closed_frames = np.array([v in CLOSED_VISEMES for v in label]) & valid
+    n = min(len(measured), len(expected))
+    open_frames = np.zeros(len(measured), bool)
+    closed_frames = np.zeros(len(measured), bool)
+    open_frames[:n] = expected[:n] >= WIDE_OPEN * expected.max()
+    closed_frames[:n] = expected[:n] <= SHUT
+    open_frames &= valid
+    closed_frames &= valid
     return LipSyncReport(
         pearson_r=r,
         frames=len(measured),
@@ -65,14 +72,6 @@ def evaluate(
         measured=measured,
         expected=expected,
     )
-
-
-def _frame_visemes(phones, fps: float, n: int) -> list[str]:
-    labels = ["sil"] * n
-    for phone in phones:
-        for index in range(int(np.ceil(phone.start * fps)), min(n, int(np.ceil(phone.end * fps)))):
-            labels[index] = phone.viseme
-    return labels
 
 
 def main() -> None:

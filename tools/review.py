@@ -1,7 +1,7 @@
 """Visual review of a generator bundle: the warp alone next to the warp + generator, on real faces.
 
-    python -m tools.review [--bundle models/bundles/default] [--backend openvino] [--photos skimage:astronaut ...] \
-        [--out review.png]
+    python -m tools.review [--bundle device/runtime/bundles/default] [--backend openvino] \
+        [--photos skimage:astronaut ...] [--size 512] [--out review.png]
     python -m tools.review --verdict use|reject --reason "..." [--checkpoint models/checkpoints/default.pt]
 
 The numbers of the held-out table say whether the generator is closer to the real face; they do not
@@ -58,7 +58,7 @@ def _cell(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def render_sheet(
-    photos: list[str], backend: str, bundle: str | None, threads: int = 2
+    photos: list[str], backend: str, bundle: str | None, threads: int = 2, size: int = 512
 ) -> tuple[np.ndarray, list[dict]]:
     """The review sheet (RGB) and, per face and pose, how much the generator changed the face."""
     from device.face.analysis import FaceAnalyzer
@@ -75,7 +75,7 @@ def render_sheet(
     analyzer = FaceAnalyzer(threads)
     rows, stats = [], []
     for name, image in load_sources(photos):
-        photo, face, _ = prepare_photo(analyzer, image, size=512)
+        photo, face, _ = prepare_photo(analyzer, image, size=size)
         warp_only = Renderer(photo, face)
         refined = Renderer(photo, face, generator=stage)
         box = _face_box(face, photo.shape)
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", default=None, help="model bundle (default: the installed one)")
     p.add_argument("--backend", default="openvino", choices=("onnxruntime", "openvino", "tflite"))
     p.add_argument("--photos", nargs="+", default=["skimage:astronaut"], help="faces to review (held-out ones)")
+    p.add_argument("--size", type=int, default=512, help="longest side the faces are rendered at (default: 512)")
     p.add_argument("--out", default="review.png")
     p.add_argument("--verdict", choices=("use", "reject"), help="record the review instead of rendering it")
     p.add_argument("--reason", default="", help="what the review saw (with --verdict)")
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             path = record_verdict(args.checkpoint, args.verdict == "use", args.reason, Path(args.out).name)
             print(f"review: recorded in {path}; re-export to sign it into the bundle")
             return 0
-        sheet, stats = render_sheet(args.photos, args.backend, args.bundle)
+        sheet, stats = render_sheet(args.photos, args.backend, args.bundle, size=args.size)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

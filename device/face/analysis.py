@@ -12,6 +12,14 @@ from device.face.mesh import FaceMesh, rect_from_landmarks
 
 MIN_FACE_PX = 64  # below this there is too little face to animate convincingly
 EDGE_TOLERANCE = 0.04  # of the face size: how far landmarks may fall outside the frame
+# What to try when no face is found: the detector looks for upright faces of a fair size.
+NO_FACE_HINT = (
+    "use a photo with one face looking at the camera, upright (turn a sideways or upside-down photo the "
+    f"right way up), well lit and at least {MIN_FACE_PX} px wide (crop closer, or use a larger photo)"
+)
+# np.rot90(image, k) turns it k x 90 degrees counterclockwise: what the user should do to the photo.
+# Half a turn first: the detector finds most sideways faces itself, but no upside-down ones.
+_TURNS = {2: "by 180 degrees (it is upside down)", 1: "90 degrees counterclockwise", 3: "90 degrees clockwise"}
 
 
 @dataclass
@@ -52,17 +60,20 @@ class FaceAnalyzer:
         """The chosen face (0 = largest) with all checks a user's photo needs; BadInput otherwise."""
         detections = self.detect(image)
         if not detections:
-            raise BadInput(f"{name}: no face found")
+            raise BadInput(f"{name}: no face found; {self._turned_hint(image) or NO_FACE_HINT}")
         if face < 0 or face >= len(detections):
             raise BadInput(f"{name}: face {face + 1} requested but the photo has {len(detections)} face(s)")
         detection = detections[face]
         if detection.width < MIN_FACE_PX:
             raise BadInput(
-                f"{name}: the face is too small ({detection.width:.0f} px wide, at least {MIN_FACE_PX} px needed)"
+                f"{name}: the face is too small ({detection.width:.0f} px wide, at least {MIN_FACE_PX} px needed); "
+                "crop the photo closer around the face, or use a higher-resolution photo"
             )
         landmarks, presence = self.landmarks_for(image, detection)
         if presence < 0.5:
-            raise BadInput(f"{name}: no face found (a face-like region was not confirmed by the face mesh)")
+            raise BadInput(
+                f"{name}: no face found (a face-like region was not confirmed by the face mesh); {NO_FACE_HINT}"
+            )
         height, width = image.shape[:2]
         margin = EDGE_TOLERANCE * detection.width
         xy = landmarks[:, :2]
@@ -75,6 +86,15 @@ class FaceAnalyzer:
             raise BadInput(f"{name}: the face is cut by the edge of the photo; use a photo with the whole face")
         iris = self.mesh.irises(image, landmarks)
         return Face(landmarks=landmarks, iris=iris, box=detection.box, score=detection.score, index=face)
+
+    def _turned_hint(self, image: np.ndarray) -> str | None:
+        """Whether the photo holds a face once turned (a sideways or upside-down photo, or one whose
+        EXIF orientation is missing): then say which way to turn it. Runs only when nothing was found."""
+        for k, how in _TURNS.items():
+            turned = np.ascontiguousarray(np.rot90(image, k))
+            if any(d.width >= MIN_FACE_PX for d in self.detect(turned)):
+                return f"there is a face when the photo is turned {how}: turn the photo and try again"
+        return None
 
     def track(self, image: np.ndarray, previous: np.ndarray | None) -> np.ndarray | None:
         """Landmarks in a video frame, reusing the last frame's face region (no detector run)

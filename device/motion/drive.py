@@ -59,6 +59,68 @@ def measure(landmarks: np.ndarray, iris: np.ndarray | None) -> dict[str, float]:
     return values
 
 
+# Landmarks that move with the skull, not with expression (forehead, nose, outer eye corners, temples).
+RIGID = [10, 338, 297, 332, 109, 67, 103, 151, 108, 69, 337, 299, 6, 197, 195, 5, 4, 1, 33, 263, 127, 356,
+         234, 454, 162, 389, 21, 251]
+
+
+def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """(origin, unit, 2x2 axes) of a face: between the eyes, eye distance, x along the eye line."""
+    points = landmarks[:, :2]
+    right = points[list(topo.EYE_CENTRE_RIGHT)].mean(0)
+    left = points[list(topo.EYE_CENTRE_LEFT)].mean(0)
+    axis = left - right
+    unit = float(np.linalg.norm(axis)) or 1.0
+    x_axis = axis / unit
+    return (right + left) / 2, unit, np.stack([x_axis, [-x_axis[1], x_axis[0]]])
+
+
+def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float, float]:
+    """The head's rigid motion from the reference mesh to the current one, in the rig's terms:
+    (yaw, pitch, roll in degrees, shift x, shift y in the reference's eye distances).
+
+    Both meshes (468x3) are put in the reference face's frame; a 3D similarity (Kabsch with scale) on
+    the skull's landmarks about the rig's pivot gives the rotation, which is read as the rig composes
+    it (roll after yaw after pitch), and what is left over is the shift."""
+    from device.render.rig import HEAD_PIVOT
+
+    origin, unit, axes = face_frame(reference)
+
+    def local(mesh: np.ndarray) -> np.ndarray:
+        xy = (mesh[RIGID, :2] - origin) @ axes.T / unit
+        return np.column_stack([xy, mesh[RIGID, 2] / unit])
+
+    before, after = local(reference) - HEAD_PIVOT, local(current)
+    mu_b, mu_a = before.mean(0), after.mean(0)
+    a, b = before - mu_b, after - mu_a
+    u, sv, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    rotation = u @ np.diag([1.0, 1.0, d]) @ vt
+    scale = float((sv * np.array([1.0, 1.0, d])).sum() / max(float((a**2).sum()), 1e-9))
+    shift = mu_a - scale * rotation @ mu_b - HEAD_PIVOT
+    yaw = float(np.degrees(np.arcsin(np.clip(rotation[2, 0], -1.0, 1.0))))
+    pitch = float(np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2])))
+    roll = float(np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])))
+    return yaw, pitch, roll, float(shift[0]), float(shift[1])
+
+
+# The face mesh reads an opening jaw as a little pitch and a drop of the head, though the head does not
+# move (its crop follows the chin). Measured on renders of the sample portrait that only open the jaw:
+# per unit of jaw_open, -3.7 degrees of pitch and +0.073 eye distances of head_y. Taken back out here.
+JAW_PITCH_BIAS = -3.66
+JAW_SHIFT_BIAS = 0.073
+
+
+def with_head_pose(params: np.ndarray, mesh: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`params` with the head pose of `mesh` relative to `reference` (the mesh's jaw bias removed)."""
+    yaw, pitch, roll, shift_x, shift_y = head_pose(mesh, reference)
+    jaw = float(params[COLUMN["jaw_open"]])
+    params[COLUMN["head_yaw"]], params[COLUMN["head_roll"]], params[COLUMN["head_x"]] = yaw, roll, shift_x
+    params[COLUMN["head_pitch"]] = pitch - JAW_PITCH_BIAS * jaw
+    params[COLUMN["head_y"]] = shift_y - JAW_SHIFT_BIAS * jaw
+    return params
+
+
 def params_from_measures(current: dict[str, float], reference: dict[str, float]) -> np.ndarray:
     """FaceParams (as an array) for the change from the reference face to the current one."""
     out = np.zeros(len(NAMES), np.float32)
@@ -86,6 +148,7 @@ class ExpressionTracker:
     def __init__(self, analyzer: FaceAnalyzer, smoothing: float = 0.35) -> None:
         self.analyzer = analyzer
         self.reference: dict[str, float] | None = None
+        self.reference_mesh: np.ndarray | None = None
         self.previous: np.ndarray | None = None
         self.last = np.zeros(len(NAMES), np.float32)
         self.smoothing = smoothing  # exponential smoothing against landmark jitter
@@ -98,9 +161,10 @@ class ExpressionTracker:
             return self.last
         iris = self.analyzer.mesh.irises(frame, landmarks)
         values = measure(landmarks, iris)
-        if self.reference is None:
-            self.reference = values
-        params = params_from_measures(values, self.reference)
+        if self.reference is None or self.reference_mesh is None:
+            self.reference, self.reference_mesh = values, landmarks
+        # The head pose as offline: the mesh's 3D rigid motion from the first face.
+        params = with_head_pose(params_from_measures(values, self.reference), landmarks, self.reference_mesh)
         if self.found:
             params = self.smoothing * self.last + (1.0 - self.smoothing) * params
         self.found += 1
@@ -108,9 +172,18 @@ class ExpressionTracker:
         return self.last
 
 
+# A performer who looks away keeps the last pose this long, then eases back to rest over as long again.
+HOLD_S = 0.5
+EASE_S = 0.5
+
+
 def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | None = None) -> np.ndarray:
     """Per output frame parameters from a driving video, resampled to `fps`; the clip length is
-    the video's unless `n_frames` says otherwise (then the last pose holds)."""
+    the video's unless `n_frames` says otherwise (then the last pose holds).
+
+    Offline, the whole performance is known: the mouth's neutral is the performer's own most closed
+    mouth (not whatever the first frame shows), the head pose is the mesh's 3D rigid motion from the
+    first frame, and smoothing runs forward and backward, so it adds no lag."""
     from device.outputs.video import probe_video, read_frames
 
     path = Path(path)
@@ -122,13 +195,82 @@ def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | 
         raise
     except Exception as error:
         raise BadInput(f"{path}: not a readable video ({error})") from error
-    if info.frames == 0:
-        raise BadInput(f"{path}: the driving video has no frames")
-    tracker = ExpressionTracker(analyzer)
-    per_source = [tracker.update(frame) for frame in read_frames(path)]
-    if tracker.found == 0:
+    if info.frames < 2:
+        raise BadInput(
+            f"{path}: a driving video needs at least 2 frames, this has {info.frames} "
+            "(a still photo does not move; give it as the portrait instead)"
+        )
+    meshes: list[np.ndarray | None] = []
+    measures: list[dict[str, float] | None] = []
+    previous = None
+    for frame in read_frames(path):
+        previous = analyzer.track(frame, previous)
+        meshes.append(previous)
+        measures.append(None if previous is None else measure(previous, analyzer.mesh.irises(frame, previous)))
+    found = [i for i, m in enumerate(measures) if m is not None]
+    if not found:
         raise BadInput(f"{path}: no face found in the driving video")
     source_fps = info.fps or fps
+    per_source = _performance(meshes, measures, found[0], source_fps)
     count = n_frames if n_frames is not None else max(1, round(len(per_source) / source_fps * fps))
     index = np.minimum(np.round(np.arange(count) / fps * source_fps).astype(int), len(per_source) - 1)
-    return np.stack([per_source[i] for i in index])
+    return per_source[index]
+
+
+def _performance(meshes: list, measures: list, first: int, fps: float) -> np.ndarray:
+    """(frames, params) for a whole performance, relative to its first face."""
+    reference = dict(measures[first])
+    # The mouth opens from the performer's own closed mouth: a first frame caught mid-word would
+    # otherwise make every later closing an opening of the wrong sign.
+    def over_performance(key: str, percentile: float) -> float:
+        return float(np.percentile([m[key] for m in measures if m is not None], percentile))
+
+    reference["mouth_open"] = over_performance("mouth_open", 5)
+    # Likewise the eyes open from the performer's own open eyes (a first frame may wink), and brows and
+    # smile are measured from the performer's usual face, not from one moment of it.
+    for key in ("eye_right", "eye_left"):
+        reference[key] = over_performance(key, 90)
+    for key in ("brow", "smile", "mouth_width"):
+        reference[key] = over_performance(key, 50)
+    out = np.zeros((len(measures), len(NAMES)), np.float32)
+    seen = np.zeros(len(measures), bool)
+    for i, (mesh, values) in enumerate(zip(meshes, measures, strict=True)):
+        if values is None:
+            continue
+        seen[i] = True
+        out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
+    _fill_lost(out, seen, fps)
+    return _smooth(out, fps)
+
+
+def _fill_lost(track: np.ndarray, seen: np.ndarray, fps: float) -> None:
+    """Frames without a face: before the first one, the first pose; after a loss, the last pose held
+    for HOLD_S, then eased to rest (zero) over EASE_S until the face is back."""
+    first = int(np.argmax(seen))
+    track[:first] = track[first]
+    last = track[first].copy()
+    lost_for = 0
+    for i in range(first, len(track)):
+        if seen[i]:
+            last, lost_for = track[i].copy(), 0
+            continue
+        lost_for += 1
+        held = lost_for / fps
+        ease = float(np.clip((held - HOLD_S) / EASE_S, 0.0, 1.0))
+        track[i] = last * (1.0 - (3 * ease**2 - 2 * ease**3))
+
+
+def _smooth(track: np.ndarray, fps: float) -> np.ndarray:
+    """Against landmark jitter (a shaking head), without lag: a small centred Gaussian over time."""
+    sigma = 0.03 * fps  # 30 ms
+    if sigma < 0.5 or len(track) < 3:
+        return track
+    radius = max(1, int(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    padded = np.pad(track, ((radius, radius), (0, 0)), mode="edge")
+    smoothed = np.stack([np.convolve(padded[:, c], taps, mode="valid") for c in range(track.shape[1])], axis=1)
+    # The mouth and the lids are fast and must reach their extremes: they keep their raw values.
+    for name in ("blink_left", "blink_right", "jaw_open", "lip_round", "lip_wide", "lip_press"):
+        smoothed[:, COLUMN[name]] = track[:, COLUMN[name]]
+    return smoothed.astype(np.float32)

@@ -28,6 +28,8 @@ class FaceParams:
     head_roll: float = 0.0  # degrees, positive tilts clockwise in the image
     gaze_x: float = 0.0  # -1 .. 1, positive looks toward image right
     gaze_y: float = 0.0  # -1 .. 1, positive looks down
+    head_x: float = 0.0  # head shift, in eye distances; positive toward image right
+    head_y: float = 0.0  # positive down
 
     def as_array(self) -> np.ndarray:
         return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float32)

@@ -22,6 +22,8 @@ class Speech:
     sample_rate: int
     phones: list[TimedPhone] = field(default_factory=list)
     text: str | None = None
+    timing: str = "espeak"  # where the phone times come from: eSpeak itself, or a path of motion.recording
+    warning: str | None = None  # what a user should know about it (no speech found, transcript ignored)
 
     @property
     def duration(self) -> float:

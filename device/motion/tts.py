@@ -14,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import difflib
 import threading
+import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -124,7 +126,11 @@ class _Engine:
         # Kept on the instance: ctypes frees a callback thunk whose Python object is collected.
         self._callback = _Callback(self._on_synth)
         lib.espeak_SetSynthCallback(self._callback)
-        self.languages = self._list(None)
+        # A language code is not a voice name ("zh" is spoken by the voice "sit/cmn"): each language
+        # maps to the identifier of the voice that speaks it best, and only languages whose voice has
+        # its dictionary installed are offered at all.
+        self.voice_for = self._voices_by_language(Path(espeakng_loader.get_data_path()))
+        self.languages = sorted(self.voice_for)
         self.variants = self._list(b"variant")
         self.current_voice: bytes | None = None
 
@@ -164,6 +170,26 @@ class _Engine:
             index += 1
         return sorted(name for name in names if name)
 
+    def _voices_by_language(self, data: Path) -> dict[str, bytes]:
+        best: dict[str, tuple[int, bytes]] = {}
+        voices = self.lib.espeak_ListVoices(None)
+        index = 0
+        while voices[index]:
+            voice = voices[index].contents
+            index += 1
+            identifier = voice.identifier or b""
+            if not identifier or not _has_dictionary(data, identifier.decode("utf-8", "replace")):
+                continue
+            for priority, language in _prioritized_languages(voice):
+                if language not in best or priority < best[language][0]:
+                    best[language] = (priority, identifier)
+        return {language: identifier for language, (_, identifier) in best.items()}
+
+    def voice_name(self, lang: str, variant: str | None = None) -> bytes:
+        """What espeak_SetVoiceByName takes for a language (and a variant): the voice's identifier."""
+        identifier = self.voice_for[lang]
+        return identifier if variant is None else identifier + b"+" + variant.encode()
+
     def set_voice(self, name: bytes) -> bool:
         if name == self.current_voice:
             return True
@@ -195,16 +221,37 @@ class _Engine:
         return phonemes
 
 
-def _languages_of(voice: _Voice) -> list[str]:
-    """The language names of a voice: (priority byte, NUL-terminated name) pairs, ended by a 0 byte.
-    Read entry by entry, never past the list's end."""
-    names: list[str] = []
+def _prioritized_languages(voice: _Voice) -> list[tuple[int, str]]:
+    """The languages of a voice with their priority (lower is better): (priority byte, NUL-terminated
+    name) pairs, ended by a 0 byte. Read entry by entry, never past the list's end."""
+    entries: list[tuple[int, str]] = []
     address = voice.languages
     while address and ctypes.string_at(address, 1) != b"\0":
+        priority = ctypes.string_at(address, 1)[0]
         name = ctypes.string_at(address + 1)  # up to its NUL
-        names.append(name.decode("utf-8", "replace"))
+        entries.append((priority, name.decode("utf-8", "replace")))
         address += len(name) + 2
-    return names
+    return entries
+
+
+def _languages_of(voice: _Voice) -> list[str]:
+    return [name for _, name in _prioritized_languages(voice)]
+
+
+def _has_dictionary(data: Path, identifier: str) -> bool:
+    """Whether the voice's pronunciation dictionary is installed (a few voices ship without theirs)."""
+    try:
+        lines = (data / "lang" / identifier).read_text("latin-1").splitlines()
+    except OSError:
+        return True  # not a voice file we can read: let eSpeak decide
+    dictionary = None
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "dictionary":
+            dictionary = words[1]
+        elif dictionary is None and len(words) >= 2 and words[0] == "language":
+            dictionary = words[1].split("-")[0]
+    return dictionary is None or (data / f"{dictionary}_dict").is_file()
 
 
 _LOCK = threading.Lock()
@@ -253,32 +300,64 @@ def _check_request(engine: _Engine, text: str, lang: str, voice: str | None, rat
         )
     if rate_wpm is not None and not RATE_MIN_WPM <= rate_wpm <= RATE_MAX_WPM:
         raise BadInput(f"speech rate {rate_wpm} words per minute: must be {RATE_MIN_WPM} to {RATE_MAX_WPM}")
-    return (lang if voice is None else f"{lang}+{voice}").encode()
+    return engine.voice_name(lang, voice)
 
 
-def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: int | None = None) -> Speech:
+# Pictographs, dingbats, emoji modifiers and their joiners: eSpeak reads them out by name ("grinning
+# face"), which no narration means. Currency and mathematical signs (Sc, Sm) are kept: "5 €" is "5 euros".
+_UNSPOKEN_CATEGORIES = {"So", "Sk", "Co", "Cs"}
+_UNSPOKEN_MARKS = {"\u200d", "\ufe0e", "\ufe0f", "\u20e3"}  # ZWJ, variation selectors, keycap
+
+
+def speakable(text: str) -> str:
+    """The text without emoji and other pictographic symbols (each becomes a space)."""
+    return "".join(
+        " " if unicodedata.category(ch) in _UNSPOKEN_CATEGORIES or ch in _UNSPOKEN_MARKS else ch for ch in text
+    )
+
+
+def synthesize(
+    text: str, lang: str = "en", voice: str | None = None, rate_wpm: int | None = None, speak_symbols: bool = False
+) -> Speech:
     """Speak ``text`` with eSpeak NG: float32 mono audio plus its phones with their visemes.
 
     ``lang`` is an eSpeak NG language (see list_languages()), ``voice`` a variant (see list_voices()),
     ``rate_wpm`` the speed in words per minute (80..450, default the voice's own). Phones are in time
     order, back to back: each ends where the next starts, the last where eSpeak ends the message. Raises
     BadInput for empty or too long text, text with nothing to speak, an unknown language or voice, or a
-    rate out of range.
+    rate out of range. Emoji and other pictographs are not spoken unless ``speak_symbols``.
     """
+    spoken = text if speak_symbols else speakable(text)
     with _LOCK:
         engine = _engine()
         name = _check_request(engine, text, lang, voice, rate_wpm)
         if not engine.set_voice(name):
             raise BadInput(f"language {lang!r} with voice {voice!r}: eSpeak NG cannot load this voice")
         default_rate = engine.lib.espeak_GetParameter(_PARAM_RATE, 0)
-        capture = engine.synthesize(text, rate_wpm if rate_wpm is not None else default_rate)
+        capture = engine.synthesize(spoken, rate_wpm if rate_wpm is not None else default_rate)
         rate = engine.sample_rate
     samples = np.concatenate(capture.blocks) if capture.blocks else np.zeros(0, np.int16)
     audio = samples.astype(np.float32) / 32768.0
     phones = _timed_phones(capture, len(audio), rate)
     if all(phone.viseme == "sil" for phone in phones):
         raise BadInput(f"text {_excerpt(text)}: has nothing to speak (only punctuation or symbols)")
+    audio, phones = _with_lead_in(audio, phones, rate)
     return Speech(audio=audio, sample_rate=rate, phones=phones, text=text)
+
+
+# eSpeak starts speaking 10 ms in; a mouth opens before its first sound, so it would already be moving on
+# the clip's first frame. A short silence first lets the portrait start at rest and then open.
+LEAD_IN_S = 0.15
+
+
+def _with_lead_in(audio: np.ndarray, phones: list[TimedPhone], rate: int) -> tuple[np.ndarray, list[TimedPhone]]:
+    first = next((p.start for p in phones if p.viseme != "sil"), 0.0)
+    pad = round(max(0.0, LEAD_IN_S - first) * rate)
+    if pad == 0:
+        return audio, phones
+    shift = pad / rate
+    moved = [TimedPhone(p.start + shift, p.end + shift, p.phone, p.viseme) for p in phones]
+    return np.concatenate([np.zeros(pad, np.float32), audio]), moved
 
 
 def _excerpt(text: str, limit: int = 40) -> str:
@@ -310,6 +389,6 @@ def text_to_phonemes(text: str, lang: str = "en") -> list[str]:
         engine = _engine()
         if lang not in engine.languages:
             raise BadInput(f"language {lang!r}: not an eSpeak NG language; see `portrait languages`")
-        if not engine.set_voice(lang.encode()):
+        if not engine.set_voice(engine.voice_name(lang)):
             raise BadInput(f"language {lang!r}: eSpeak NG cannot load this voice")
         return engine.phonemize(text)

@@ -70,8 +70,15 @@ _DOMINANCE: dict[str, tuple[float, float, float, float]] = {
 }
 assert _DOMINANCE.keys() == VISEMES.keys()
 
-# Time constant (s) of the dominance decay outside a phone: about the reach of coarticulation.
-COARTICULATION_TAU = 0.045
+# Time constants (s) of the dominance decay outside a phone: about the reach of coarticulation. A real
+# mouth anticipates more than it lags (it moves toward the next sound while still making this one), so a
+# phone pulls the mouth for longer before it starts than after it ends.
+ANTICIPATION_TAU = 0.05
+CARRYOVER_TAU = 0.035
+COARTICULATION_TAU = max(ANTICIPATION_TAU, CARRYOVER_TAU)  # the longer reach: padding and cut-offs
+# The mouth leads its sound: lips part before a vowel is heard and close before the m, b or p is. Every
+# phone's visible shape is placed this much ahead of its acoustic time.
+SPEECH_LEAD_S = 0.04
 # Raised-cosine ramp widths (s) into and out of a lip closure and a silence.
 CLOSURE_RAMP = 0.07
 SILENCE_RAMP = 0.12
@@ -345,23 +352,24 @@ def _closure(times: np.ndarray, start: float, end: float, ramp: float, fps: floa
     low, high = start + 0.5 * ramp, end - 0.5 * ramp
     if low > high:
         low = high = centre
-    nearest = round(centre * fps) / fps
-    low, high = min(low, nearest), max(high, nearest)
+    if len(times) and times[0] <= centre <= times[-1]:
+        nearest = float(times[np.argmin(np.abs(times - centre))])  # frame times may be offset by the lead
+        low, high = min(low, nearest), max(high, nearest)
     distance = np.maximum(low - times, 0.0) + np.maximum(times - high, 0.0)
     phase = np.clip(distance / ramp, 0.0, 1.0)
     return 0.5 - 0.5 * np.cos(np.pi * phase)
 
 
-def mouth_track(phones: list[TimedPhone], fps: float, n_frames: int) -> np.ndarray:
+def mouth_track(phones: list[TimedPhone], fps: float, n_frames: int, lead_s: float = SPEECH_LEAD_S) -> np.ndarray:
     """Mouth values per frame, shape (n_frames, 4) float32 in MOUTH_CHANNELS order, each 0..1.
 
-    Frame k shows time k / fps. Before the first phone, between phones and after the last one the
-    mouth rests closed.
+    Frame k shows time k / fps of the audio, with the mouth `lead_s` ahead of the sound. Before the
+    first phone, between phones and after the last one the mouth rests closed.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     n_frames = max(int(n_frames), 0)
-    times = np.arange(n_frames, dtype=np.float64) / fps
+    times = np.arange(n_frames, dtype=np.float64) / fps + lead_s
     if n_frames == 0:
         return np.zeros((0, len(MOUTH_CHANNELS)), np.float32)
     segments = _segments(phones, float(times[-1]))
@@ -376,8 +384,8 @@ def mouth_track(phones: list[TimedPhone], fps: float, n_frames: int) -> np.ndarr
         if last <= first:
             continue
         t = times[first:last]
-        distance = np.maximum(start - t, 0.0) + np.maximum(t - end, 0.0)
-        weight = np.exp(-distance / COARTICULATION_TAU)[:, None] * _ALPHA[viseme]
+        decay = np.maximum(start - t, 0.0) / ANTICIPATION_TAU + np.maximum(t - end, 0.0) / CARRYOVER_TAU
+        weight = np.exp(-decay)[:, None] * _ALPHA[viseme]
         numerator[first:last] += weight * _TARGET[viseme]
         denominator[first:last] += weight
     # Every frame lies inside some segment (silence fills the gaps), so the denominator is positive.

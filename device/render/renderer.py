@@ -15,6 +15,7 @@ import numpy as np
 from device.face import topology as topo
 from device.face.analysis import Face
 from device.motion.params import FaceParams
+from device.render.head import HeadMotion, apply, invert
 from device.render.mouth import MouthPainter, paint_lash_line
 from device.render.rig import CONTROL, LOWER_LIP, UPPER_LIP, FaceRig
 from device.render.warp import GridWarp, smoothstep
@@ -55,7 +56,10 @@ class Renderer:
         close_mouth_at_rest: bool = False,
         generator: GeneratorStage | None = None,
         timer: StageTimer | None = None,
+        person_mask: np.ndarray | None = None,
     ) -> None:
+        """`person_mask` (HxW, 0..1, see device.face.segment): with it the whole head moves (hair, ears,
+        neck) over a still background; without it head motion turns the face inside its region only."""
         self.image = np.ascontiguousarray(image)
         self.face = face
         self.generator = generator
@@ -65,6 +69,7 @@ class Renderer:
         self.source = face.landmarks[:, :2].astype(np.float32)
         self.source_iris = None if face.iris is None else face.iris.reshape(-1, 2).astype(np.float32)
         self.rest_open = bool(not close_mouth_at_rest)
+        self.head = None if person_mask is None else HeadMotion(self.image, face.landmarks, person_mask)
         self._set_region()
 
     def _set_region(self) -> None:
@@ -102,6 +107,13 @@ class Renderer:
         timer = self.timer
         with timer.stage("rig"):
             targets, iris = self.rig.pose(params)
+            motion = None
+            if self.head is not None:
+                # The rigid part of the motion moves the whole head at the end; the face warp does the rest.
+                motion = self.head.rigid_motion(self.rig.head_only(params))
+                back = invert(motion)
+                targets = apply(back, targets)
+                iris = None if iris is None else apply(back, iris)
         with timer.stage("warp"):
             frame = self._warp(targets, iris, (params.blink_right, params.blink_left))
         with timer.stage("mouth"):
@@ -110,6 +122,9 @@ class Renderer:
             with timer.stage("generator"):
                 mask = self._repair_mask(targets)
                 frame = self.generator.refine(frame, targets, mask)
+        if motion is not None and self.head is not None:
+            with timer.stage("head"):
+                frame = self.head.compose(frame, motion)
         return frame
 
     def _controls(

@@ -17,6 +17,7 @@ FOREHEAD = [10, 338, 297, 332, 109, 67, 103, 151, 108, 69, 337, 299]
 
 # Ranges the rig clamps to: small, realistic head motion.
 MAX_YAW, MAX_PITCH, MAX_ROLL = 12.0, 10.0, 8.0
+MAX_SHIFT = 0.6  # head shift, in eye distances
 HEAD_PIVOT = np.array([0.0, 0.9, 1.1])  # behind and below the eyes, near the top of the neck
 
 # How far a fully closed eye's lids stay apart, relative to the open gap: a line of lashes.
@@ -110,6 +111,11 @@ class FaceRig:
         targets = self.to_image(rotated[:, :2])
         iris_image = None if iris is None else self.to_image(iris.reshape(-1, 2)).reshape(2, 5, 2)
         return targets, iris_image
+
+    def head_only(self, params: FaceParams) -> np.ndarray:
+        """Where the landmarks go under this frame's head motion alone (no expression): 468x2 pixels."""
+        rotated, _ = self._head(self.local.copy(), None, params)
+        return self.to_image(rotated[:, :2])
 
     def _mouth(self, local: np.ndarray, params: FaceParams) -> None:
         jaw = float(np.clip(params.jaw_open, 0.0, 1.0))
@@ -220,7 +226,12 @@ class FaceRig:
         yaw = np.radians(np.clip(params.head_yaw, -MAX_YAW, MAX_YAW))
         pitch = np.radians(np.clip(params.head_pitch, -MAX_PITCH, MAX_PITCH))
         roll = np.radians(np.clip(params.head_roll, -MAX_ROLL, MAX_ROLL))
+        shift = np.clip([params.head_x, params.head_y], -MAX_SHIFT, MAX_SHIFT)
         if not (yaw or pitch or roll):
+            if shift.any():
+                local = local.copy()
+                local[:, :2] += shift
+                iris = None if iris is None else iris + shift
             return local, iris
         cy, sy = np.cos(yaw), np.sin(yaw)
         cp, sp = np.cos(pitch), np.sin(pitch)
@@ -238,4 +249,7 @@ class FaceRig:
             ])  # fmt: skip
             iris3 = np.concatenate([iris, np.broadcast_to(depth[:, None, None], (2, 5, 1))], axis=2)
             iris = ((iris3 - HEAD_PIVOT) @ rotation.T + HEAD_PIVOT)[..., :2]
+        rotated[:, :2] += shift
+        if iris is not None:
+            iris = iris + shift
         return rotated, iris

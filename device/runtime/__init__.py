@@ -1,5 +1,5 @@
-"""Generator runtimes: one backend per runtime behind one small interface (base.Backend; see DESIGN
-4.2, 4.3), each an optional import, Frigate-detector-plugin style.
+"""Generator runtimes: one backend per runtime behind one small interface (base.Backend, which reads
+its tensor contract from the bundle manifest), each an optional import, Frigate-detector-plugin style.
 
 `load_generator(backend)` opens the installed model bundle (signature and file hashes verified), loads
 its model on the chosen runtime, checks the shapes against the manifest's contract, warms up with the
@@ -24,10 +24,11 @@ _MODULES = {
     "openvino": ("device.runtime.openvino", "OpenVinoBackend"),
     "tflite": ("device.runtime.tflite", "TfliteBackend"),
 }
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "models" / "bundles" / "default"
+# The signed default bundle ships inside the package (package data), so a wheel install has it too.
+DEFAULT_BUNDLE = Path(__file__).resolve().with_name("bundles") / "default"
 
 
-def backend_class(name: str):
+def backend_class(name: str) -> type:
     module, cls = _MODULES[name]
     return getattr(importlib.import_module(module), cls)
 
@@ -38,7 +39,7 @@ def runtime_status() -> dict[str, bool]:
 
 
 def bundle_path() -> Path | None:
-    """The installed bundle: $PORTRAIT_BUNDLE, else the asset cache's, else the default one in the repository."""
+    """The installed bundle: $PORTRAIT_BUNDLE, else the asset cache's, else the default one this package ships."""
     env = os.environ.get("PORTRAIT_BUNDLE")
     if env:
         return Path(env)

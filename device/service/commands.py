@@ -14,6 +14,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -27,6 +28,7 @@ REQUEST_ID = r"^[A-Za-z0-9_.:-]{1,128}$"  # echoed back: bounded, and nothing a 
 MAX_NESTING = 16  # no command needs more than a few levels; a deep one is refused before json.loads
 _HEADER_BYTES = 1 << 16  # enough for the dimensions of any JPEG, PNG, WebP or BMP
 LANG = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
+BARE_WORD = re.compile(rb"^\s*([A-Za-z]{1,16})\s*$")  # a plain option string, as Home Assistant's select sends
 Priority = Literal["kiosk", "interactive", "batch"]
 
 
@@ -58,6 +60,11 @@ class Command(BaseModel):
         "the device was away arrive when it returns; one older than mqtt.command_max_age_s is refused as stale.",
     )
 
+    @classmethod
+    def from_plain(cls, payload: bytes) -> dict[str, Any] | None:
+        """The fields of a payload that is not JSON but a verb's plain form; None: it must be JSON."""
+        return None
+
     @field_validator("sent", mode="before")
     @classmethod
     def _not_stale(cls, value: Any, info: ValidationInfo) -> Any:
@@ -80,6 +87,16 @@ class SpeechFields(Command):
     transcript: str | None = Field(None, max_length=5000, description="What the audio says.")
     lang: str = Field("en", pattern=LANG, description="Language of the text.")
     voice: str | None = Field(None, max_length=64, description="TTS voice.")
+
+    @field_validator("lang")
+    @classmethod
+    def _known_lang(cls, value: str) -> str:
+        return check_lang(value)
+
+    @field_validator("voice")
+    @classmethod
+    def _known_voice(cls, value: str | None) -> str | None:
+        return None if value is None else check_voice(value)
 
     @field_validator("audio")
     @classmethod
@@ -154,9 +171,26 @@ class CaptureCommand(Command):
     lang: str | None = Field(None, pattern=LANG, description="Language of that text.")
     voice: str | None = Field(None, max_length=64, description="TTS voice.")
 
+    @field_validator("lang")
+    @classmethod
+    def _known_lang(cls, value: str | None) -> str | None:
+        return None if value is None else check_lang(value)
+
+    @field_validator("voice")
+    @classmethod
+    def _known_voice(cls, value: str | None) -> str | None:
+        return None if value is None else check_voice(value)
+
 
 class ModeCommand(Command):
+    """`{"mode": "capture"}`, or the bare word `capture` (Home Assistant's select sends plain option strings)."""
+
     mode: Literal["portrait", "capture", "mirror"] = Field(description="The mode to switch to.")
+
+    @classmethod
+    def from_plain(cls, payload: bytes) -> dict[str, Any] | None:
+        match = BARE_WORD.match(payload)
+        return None if match is None else {"mode": match.group(1).decode("ascii")}
 
 
 class ConfigCommand(Command):
@@ -198,6 +232,40 @@ class RollbackCommand(Command):
             raise CommandError("order", "rollback takes a signed order (order, signature, cert), as `portrait "
                                "fleet rollback --key ... --cert ...` sends it; this one is not signed")
         return data
+
+
+@lru_cache(maxsize=1)
+def _espeak_names() -> tuple[frozenset[str], frozenset[str]] | None:
+    """eSpeak NG's languages and voice variants, read once (about 0.2 s): a job given a language the
+    device cannot speak would only fail later, after waiting its turn in the queue."""
+    from device.errors import PortraitError
+
+    try:
+        from device.motion.tts import list_languages, list_voices
+
+        return frozenset(list_languages()), frozenset(list_voices())
+    except (ImportError, OSError, PortraitError):
+        return None  # no usable eSpeak here: the pattern is all we can check; the job reports the rest
+
+
+def check_lang(value: str) -> str:
+    """`value` if eSpeak NG speaks it here; else ValueError with the closest names."""
+    names = _espeak_names()
+    if names is None or value in names[0]:
+        return value
+    import difflib
+
+    close = difflib.get_close_matches(value.lower(), sorted(names[0]), n=4, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(f"{value!r} is not an eSpeak NG language on this device{hint}; `portrait languages` lists them")
+
+
+def check_voice(value: str) -> str:
+    """`value` if it is an eSpeak NG voice variant here; else ValueError."""
+    names = _espeak_names()
+    if names is None or value in names[1]:
+        return value
+    raise ValueError(f"{value!r} is not an eSpeak NG voice variant; `portrait languages --voices` lists them")
 
 
 def image_kind(data: bytes) -> str | None:
@@ -257,12 +325,16 @@ def parse_payload(model: type[CommandT], payload: bytes, ctx: CommandContext) ->
         )
     if not payload.strip():
         payload = b"{}"  # `mosquitto_pub -n`: a command without arguments
-    if nesting_depth(payload) > MAX_NESTING:
-        raise CommandError("payload", f"nests deeper than {MAX_NESTING} levels")
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandError("payload", f"not valid JSON: {exc}") from None
+    plain = model.from_plain(payload)
+    if plain is not None:
+        doc: Any = plain
+    else:
+        if nesting_depth(payload) > MAX_NESTING:
+            raise CommandError("payload", f"nests deeper than {MAX_NESTING} levels")
+        try:
+            doc = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CommandError("payload", f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise CommandError("payload", f"must be a JSON object, not {type(doc).__name__}")
     request_id = echoable_request_id(doc.get("request_id"))

@@ -15,6 +15,7 @@ import argparse
 import logging
 import signal
 import sqlite3
+import ssl
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ from device.service.commands import CommandContext
 from device.service.handlers import CommandHandlers
 from device.service.jobs import Job, JobQueue
 from device.service.modes import LiveStage, ModeController, ModeUnavailable, StageHooks
-from device.service.mqtt import MqttLink, Topics, discovery_messages
+from device.service.mqtt import MqttLink, StatusTopics, Topics, discovery_messages
 from device.service.notify import Notifier
 from device.service.outbox import Outbox, OutboxSender, event_payload
 from device.service.router import CommandInbox, CommandRouter
@@ -90,6 +91,9 @@ class Daemon:
         self.queue = JobQueue(state_dir / "jobs.sqlite", jobs.queue_size, jobs.max_attempts, jobs.timeout_s)
         self.outbox = Outbox(state_dir / "outbox.sqlite", mqtt.outbox_max_events)
         self.topics = Topics(mqtt.topic_prefix, self.config.device.id, tuple(self.config.device.groups))
+        # The job, capture, visitor and snapshot topics (Home Assistant's entities read them).
+        self.status = StatusTopics(self.topics, lambda: self.config.portrait.visitor_frames, self._snapshot_expiry_s,
+                                   camera=self.config.camera is not None)
         self.sampler = ProcSampler(state_dir)
         self.security_warnings = transport_warnings(self.config)
         self.runner = JobRunner(self.queue, lambda: self.config, self.emit, self.metrics, self._show_clip)
@@ -121,7 +125,18 @@ class Daemon:
     def emit(self, event_type: str, data: dict[str, Any]) -> int | None:
         """Store an event; the outbox sends it when the broker is there, in order."""
         device, ts = self.config.device.id, time.time()
-        return self.outbox.add(self.topics.events, lambda seq: event_payload(seq, device, event_type, data, ts))
+        seq = self.outbox.add(self.topics.events, lambda seq: event_payload(seq, device, event_type, data, ts))
+        try:
+            self.status.on_event(event_type, data)
+        except Exception:  # a status topic is a view: it must not fail the job that reported
+            log.exception("status topic not updated", extra=kv(event=event_type))
+        return seq
+
+    def _snapshot_expiry_s(self, clip: Path) -> float | None:
+        """A visitor's clip is deleted after jobs.retention_hours: its retained snapshot expires with it."""
+        if clip.resolve().parent == self.config.media_dir.resolve():
+            return self.config.jobs.retention_hours * 3600.0
+        return None
 
     def state_doc(self) -> dict[str, Any]:
         installed = self.updater.installed()
@@ -149,9 +164,31 @@ class Daemon:
         # Network thread: publishing is fine, waiting is not.
         self.publish_state()
         self.updater.on_connected()
+        self.status.publish_all()
+        self._publish_discovery()
+
+    def _discovery(self, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+        modes = []
+        for mode in ("portrait", "capture", "mirror"):
+            try:
+                self.modes.check(mode)  # type: ignore[arg-type]
+            except ModeUnavailable:
+                continue
+            modes.append(mode)
+        return discovery_messages(self.topics, prefix, __version__, self.config.device.kind,
+                                  modes=modes or [self.modes.mode], camera=self.config.camera is not None)
+
+    def _publish_discovery(self, remove_prefix: str | None = None) -> None:
+        """Retained entity configs; with `remove_prefix`, empty ones first, so Home Assistant drops the
+        entities it was given under that prefix (discovery turned off, or the prefix changed)."""
+        if self.link is None:
+            return
+        if remove_prefix is not None:
+            for topic, _ in self._discovery(remove_prefix):
+                self.link.publish(topic, b"", retain=True)
         ha = self.config.mqtt.homeassistant
-        if ha.discovery and self.link is not None:
-            for topic, doc in discovery_messages(self.topics, ha.prefix, __version__, self.config.device.kind):
+        if ha.discovery:
+            for topic, doc in self._discovery(ha.prefix):
                 self.link.publish_json(topic, doc, retain=True)
 
     def stats_doc(self) -> dict[str, Any]:
@@ -247,8 +284,10 @@ class Daemon:
         for folder in (self.config.clips_dir, self.config.media_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.modes.apply_config(self.config, keys)
-        if new.mqtt.homeassistant != old.mqtt.homeassistant:
-            self._on_connected()
+        old_ha, new_ha = old.mqtt.homeassistant, new.mqtt.homeassistant
+        if new_ha != old_ha:
+            stale = old_ha.discovery and (not new_ha.discovery or new_ha.prefix != old_ha.prefix)
+            self._publish_discovery(remove_prefix=old_ha.prefix if stale else None)
         self.publish_state()
 
     def apply_content(self, folder: Path) -> None:
@@ -261,6 +300,7 @@ class Daemon:
 
     def _face_seen(self, present: bool) -> None:
         self.modes.face_seen(present)
+        self.status.face_seen(present)
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -327,6 +367,7 @@ class Daemon:
         if cfg.mqtt.enabled:
             # Connect before loading the models: operators see `online` + ready=false while it warms up.
             self.link = MqttLink(cfg.mqtt, self.topics, self._on_message, self._on_connected, cfg.mqtt.read_password())
+            self.status.link = self.link
             self.link.start()
             self.sender = OutboxSender(self.outbox, self.link)
             self.sender.start()
@@ -364,7 +405,8 @@ class Daemon:
                 next_stats = now + self.config.mqtt.stats_interval_s
                 self.last_stats = self.stats_doc()
                 if self.link is not None and self.link.connected.is_set():
-                    self.link.publish_json(self.topics.stats, self.last_stats)
+                    # Retained: Home Assistant's sensors have their values again when it restarts.
+                    self.link.publish_json(self.topics.stats, self.last_stats, retain=True)
             if now >= next_cleanup:
                 next_cleanup = now + 60.0
                 try:
@@ -475,17 +517,78 @@ def serve(
 
 
 def check_files(config: AppConfig) -> None:
-    """What --check-config verifies beyond the schema: the files the daemon will need exist."""
-    tls = config.mqtt.tls
-    for key, path in (("mqtt.tls.ca_file", tls.ca_file), ("mqtt.tls.cert_file", tls.cert_file),
-                      ("mqtt.tls.key_file", tls.key_file), ("mqtt.password_file", config.mqtt.password_file),
-                      ("portrait.photo", config.portrait.photo), ("mirror.photo", config.mirror.photo)):
+    """What --check-config verifies beyond the schema: every file the config names is there and is what
+    the daemon will read it as (photo, audio, PEM key, certificate), so a typo fails now, naming the
+    key and the file, rather than at the first job, capture, update or connection."""
+    tls, line = config.mqtt.tls, config.capture.line
+    photos = [("portrait.photo", config.portrait.photo), ("mirror.photo", config.mirror.photo)]
+    audio = [(f"portrait.playlist[{i}].audio", script.audio) for i, script in enumerate(config.portrait.playlist)]
+    audio.append(("capture.line.audio", line.audio))
+    files = [("mqtt.tls.ca_file", tls.ca_file), ("mqtt.tls.cert_file", tls.cert_file),
+             ("mqtt.tls.key_file", tls.key_file), ("mqtt.password_file", config.mqtt.password_file),
+             ("updates.root_key", config.updates.root_key), *photos, *audio]
+    for key, path in files:
         if path is not None and not path.is_file():
             raise ConfigError(f"{key}: no such file: {path}")
     for key, folders in (("jobs.photo_dirs", config.jobs.photo_dirs), ("jobs.audio_dirs", config.jobs.audio_dirs)):
         for folder in folders:
             if not folder.is_dir():
                 raise ConfigError(f"{key}: no such folder: {folder}")
+    _check_camera(config)
+    from device.face.photo import load_photo
+    from device.media.audio import load_audio
+
+    for key, path in photos:
+        if path is not None:
+            try:
+                load_photo(path, config.jobs.max_photo_pixels)
+            except BadInput as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+    for key, path in audio:
+        if path is not None:
+            try:
+                load_audio(path)
+            except BadInput as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+    if config.updates.root_key is not None:
+        from device.updates.keys import ChainError, load_public
+
+        try:
+            load_public(config.updates.root_key)
+        except (ValueError, TypeError, OSError, ChainError) as exc:
+            raise ConfigError(f"updates.root_key: {config.updates.root_key}: not an Ed25519 public key in PEM "
+                              f"({exc})") from None
+    _check_tls(config)
+
+
+def _check_camera(config: AppConfig) -> None:
+    camera = config.camera
+    if camera is None:
+        return
+    if camera.type == "file" and not camera.path.exists():
+        raise ConfigError(f"camera.path: no such file or folder: {camera.path}")
+    device = getattr(camera, "device", None)
+    # A device path, not an index or a GStreamer pipeline (those are tried when the camera opens).
+    is_path = isinstance(device, str) and device.startswith("/dev/") and "!" not in device
+    if camera.type == "opencv" and is_path and not Path(str(device)).exists():
+        raise ConfigError(f"camera.device: no such device: {device}")
+
+
+def _check_tls(config: AppConfig) -> None:
+    """The CA and client certificate load as paho will load them (the schema sets cert and key together)."""
+    tls = config.mqtt.tls
+    context = ssl.create_default_context()
+    if tls.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"mqtt.tls.ca_file: {tls.ca_file}: not a PEM CA certificate ({exc})") from None
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"mqtt.tls.cert_file: {tls.cert_file} with mqtt.tls.key_file {tls.key_file}: not a "
+                              f"PEM certificate and its private key ({exc})") from None
 
 
 def main(

@@ -81,7 +81,18 @@ class CommandHandlers:
         }
         return self.runner.accept(payload, "interactive", None, visitor=False)
 
-    def capture(self, cmd: CaptureCommand) -> Reply:
+    def capture(self, cmd: CaptureCommand, source: str = "command") -> Reply:
+        """Take the camera's photo and queue its clip; the outcome is an event either way, so that a
+        press of Home Assistant's button (which reads no reply) shows its result."""
+        try:
+            result = self._capture(cmd)
+        except CommandError as exc:
+            self.emit("capture.refused", {"source": source, "field": exc.field, "reason": exc.message})
+            raise
+        self.emit("capture.accepted", {"source": source, "job_id": result.get("job_id")})
+        return result
+
+    def _capture(self, cmd: CaptureCommand) -> Reply:
         config = self.config()
         if self.modes.mode != "capture":
             raise CommandError("mode", f"capture needs capture mode; the device is in {self.modes.mode} mode")
@@ -103,7 +114,7 @@ class CommandHandlers:
 
     def capture_by_key(self) -> Reply:
         """A local trigger (the kiosk's key) takes a photo exactly as the `capture` command does."""
-        result = self.capture(CaptureCommand())
+        result = self.capture(CaptureCommand(), source="key")
         self.emit("capture.triggered", {"source": "key", **result})
         return result
 

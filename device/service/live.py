@@ -142,8 +142,12 @@ class LiveRenderer:
 
         photo = photo or assets.sample_portrait()
         image, face, _ = prepare_photo(self._analyzer(), photo, size=self.config.output.size)
-        generator = getattr(self.hooks.renderer(), "generator", None)
-        return Renderer(image, face, close_mouth_at_rest=close_mouth, generator=generator)
+        animator = self.hooks.renderer()
+        generator = getattr(animator, "generator", None)
+        # The same whole-head motion as a rendered clip, when the renderer can say where the person is.
+        person_mask = getattr(animator, "person_mask", None)
+        person = person_mask(image) if callable(person_mask) else None
+        return Renderer(image, face, close_mouth_at_rest=close_mouth, generator=generator, person_mask=person)
 
     def _read_camera(self) -> np.ndarray | None:
         if self._camera is None:
@@ -199,11 +203,13 @@ class LiveRenderer:
             params[COLUMN["head_yaw"]] += 4.0 * gaze[0]
             if speaking is not None:
                 track, start = speaking
-                index = int((time.perf_counter() - start) * fps)
+                # The sound reaches the room audio_latency_ms after playback starts; the mouth goes with it.
+                heard = time.perf_counter() - start - config.output.audio_latency_ms / 1000.0
+                index = round(heard * fps)
                 if index >= len(track):
                     speaking = None
                     self.hooks.emit("script.done", {})
-                else:
+                elif index >= 0:
                     for channel, name in enumerate(MOUTH_CHANNELS):
                         params[COLUMN[name]] = track[index, channel]
             self._show(display, renderer.render(FaceParams.from_array(params)))

@@ -230,6 +230,7 @@ class JobRunner:
             seconds=p.get("seconds"),
             backend=config.generator.backend,
             max_pixels=config.jobs.max_photo_pixels,
+            overwrite=True,  # the clip's name is the job's own: a job resumed after a crash renders it again
         )
 
     def _run_job(self, job: Job) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,3 +357,18 @@ def base_config(state_dir: Path, port: int, photos: Path) -> dict[str, Any]:
         "portrait": {"photo": str(photos / "astronaut.png")},
         "generator": {"backend": "none"},  # warp only: the service tests are about plumbing, not quality
     }
+
+
+@contextlib.contextmanager
+def serving(config: Path, doc: dict[str, Any], port: int, watcher: Watcher, log: Path) -> Iterator[Device]:
+    """A daemon process for `config`, online and ready; it must stop cleanly (exit 0) at the end."""
+    proc = DaemonProcess(config, log).start()
+    dev = Device(port, doc["device"]["id"], watcher)
+    dev.config_path, dev.state_dir, dev.proc = config, Path(doc["device"]["state_dir"]), proc  # type: ignore[attr-defined]
+    try:
+        dev.wait_online()
+        yield dev
+        assert proc.terminate() == 0
+    finally:
+        proc.cleanup()
+        watcher.close()

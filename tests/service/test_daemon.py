@@ -15,13 +15,13 @@ import pytest
 
 from tests.service.support import (
     Broker,
-    DaemonProcess,
     Device,
     base_config,
     device_watcher,
     merge,
     mosquitto_pub,
     mosquitto_sub_one,
+    serving,
     toml_dumps,
 )
 
@@ -35,16 +35,8 @@ def device(broker: Broker, photos: Path, tmp_path_factory: pytest.TempPathFactor
     config = tmp / "portrait.toml"
     config.write_text(toml_dumps(doc))
     watcher = device_watcher(broker.port, doc["device"]["id"])
-    proc = DaemonProcess(config, tmp / "daemon.log").start()
-    dev = Device(broker.port, doc["device"]["id"], watcher)
-    dev.config_path, dev.state_dir, dev.proc = config, tmp / "state", proc  # type: ignore[attr-defined]
-    try:
-        dev.wait_online()
+    with serving(config, doc, broker.port, watcher, tmp / "daemon.log") as dev:
         yield dev
-        assert proc.terminate() == 0
-    finally:
-        proc.cleanup()
-        watcher.close()
 
 
 def events_for(dev: Device, job_id: str) -> list[str]:

@@ -19,7 +19,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.service.router import FAULT_ENV
-from tests.service.support import Broker, DaemonProcess, Device, device_watcher, mosquitto_pub, wait_until
+from tests.service.support import (
+    Broker,
+    DaemonProcess,
+    Device,
+    base_config,
+    device_watcher,
+    mosquitto_pub,
+    toml_dumps,
+    wait_until,
+)
 
 MakeConfig = Callable[..., tuple[Path, dict[str, Any]]]
 StartDaemon = Callable[..., DaemonProcess]
@@ -54,26 +63,42 @@ def publisher(port: int) -> paho.Client:
 DeviceFor = Callable[..., tuple[Path, dict[str, Any], Device]]
 
 
-def test_a_flood_of_commands_gets_one_answer_each(device_for: DeviceFor, daemons: StartDaemon,
-                                                  broker: Broker) -> None:
-    config, _, device = device_for()
-    daemons(config)
-    device.wait_online()
-    client = publisher(broker.port)
-    count, replies_to = 1000, f"replies/flood-{device.id}"
-    for i in range(count):
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = replies_to
-        props.CorrelationData = str(i).encode()
-        client.publish(device.topic("cmd/status"), json.dumps({"request_id": f"r{i}"}), qos=1, properties=props)
-    replies = device.watcher.wait_count(lambda m: m.topic == replies_to, count, timeout=120,
-                                        what="replies to the flood")
-    client.loop_stop()
-    client.disconnect()
-    assert {m.props.CorrelationData for m in replies} == {str(i).encode() for i in range(count)}  # one each
-    busy = [m.json() for m in replies if m.json().get("busy")]
-    assert all(r["ok"] is False and "busy" in r["error"]["message"] for r in busy)
-    assert device.command("status")["ok"] is True  # still responsive afterwards
+@pytest.fixture
+def flood_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker that queues a thousand replies for a slow subscriber instead of dropping them (Mosquitto
+    keeps 1000 by default), so what the test counts is what the daemon answered."""
+    broker = Broker(tmp_path / "flood-broker", extra="max_queued_messages 100000")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_a_flood_of_commands_gets_one_answer_each(flood_broker: Broker, daemons: StartDaemon, tmp_path: Path,
+                                                  photos: Path) -> None:
+    doc = base_config(tmp_path / "state", flood_broker.port, photos)
+    config = tmp_path / "flood.toml"
+    config.write_text(toml_dumps(doc))
+    watcher = device_watcher(flood_broker.port, doc["device"]["id"])
+    device = Device(flood_broker.port, doc["device"]["id"], watcher)
+    try:
+        daemons(config)
+        device.wait_online()
+        client = publisher(flood_broker.port)
+        count, replies_to = 1000, f"replies/flood-{device.id}"
+        for i in range(count):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = replies_to
+            props.CorrelationData = str(i).encode()
+            client.publish(device.topic("cmd/status"), json.dumps({"request_id": f"r{i}"}), qos=1, properties=props)
+        replies = watcher.wait_count(lambda m: m.topic == replies_to, count, timeout=180, what="replies to the flood")
+        client.loop_stop()
+        client.disconnect()
+        assert {m.props.CorrelationData for m in replies} == {str(i).encode() for i in range(count)}  # one each
+        busy = [m.json() for m in replies if m.json().get("busy")]
+        assert all(r["ok"] is False and "busy" in r["error"]["message"] for r in busy)
+        assert device.command("status")["ok"] is True  # still responsive afterwards
+    finally:
+        watcher.close()
 
 
 def test_commands_sent_while_the_daemon_is_down_arrive_when_it_returns(
