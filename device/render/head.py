@@ -79,6 +79,11 @@ class HeadMotion:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         self.grid = np.stack([xs, ys], axis=-1)
         self.alpha = box_person * self._head_weight(self.grid)  # what moves, and how much
+        # The motion field's coarse grid, placed where cv2.resize puts a small image's pixel centres.
+        nx, ny = max(2, (x1 - x0) // 8), max(2, (y1 - y0) // 8)
+        cx = x0 + (np.arange(nx, dtype=np.float32) + 0.5) * (x1 - x0) / nx - 0.5
+        cy = y0 + (np.arange(ny, dtype=np.float32) + 0.5) * (y1 - y0) / ny - 0.5
+        self.coarse = np.stack(np.meshgrid(cx, cy), axis=-1)
         self.person = box_person
         self.background = self._fill_background(image[y0:y1, x0:x1], box_person, self.grid)
 
@@ -110,35 +115,51 @@ class HeadMotion:
         hole = ((person > 0.3) & (self._head_weight(grid) > 0.05)).astype(np.uint8)
         size = max(3, int(0.06 * self.face_h) | 1)
         hole = cv2.dilate(hole, np.ones((size, size), np.uint8))
+        self.hole = hole.astype(np.float32)
+        rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+        self.head_extent = (
+            (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1) if len(rows) else (0, 0, 0, 0)
+        )
         scale = min(1.0, 240.0 / max(patch.shape[:2]))  # inpainting is slow; the fill is seen at edges only
         small = cv2.resize(patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         small_hole = cv2.resize(hole, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
         filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
         filled = cv2.resize(filled, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
-        keep = (1 - hole)[..., None].astype(np.float32)
-        return (patch * keep + filled * (1 - keep)).astype(np.uint8)
+        return np.ascontiguousarray(filled, dtype=np.uint8)
 
     def rigid_motion(self, targets: np.ndarray) -> np.ndarray:
         """The similarity that carries the photo's stable landmarks to where this frame puts them."""
         return fit_similarity(self.source_points, targets[STABLE, :2])
 
     def compose(self, frame: np.ndarray, motion: np.ndarray) -> np.ndarray:
-        """`frame` (the photo with this frame's expression) with its head moved by `motion` (2x3)."""
+        """`frame` (the photo with this frame's expression, changed in place) with its head moved by `motion`.
+
+        Each output pixel shows the moved person where the moved person covers it, and otherwise the
+        still picture: the frame itself, or the filled-in background where the head used to be."""
         if np.abs(motion - IDENTITY).max() < 1e-4:
             return frame
         x0, y0, x1, y1 = self.box
-        grid = self.grid
         # Where each output pixel takes its colour from: the head's own place before the move, with the
-        # weight of where that is (full on the head, none on the shoulders).
-        back = apply(invert(motion), grid)
-        weight = self._head_weight(back)[..., None]
-        source = grid + weight * (back - grid)
-        map_x = np.ascontiguousarray(source[..., 0], dtype=np.float32)
-        map_y = np.ascontiguousarray(source[..., 1], dtype=np.float32)
+        # weight of where that is (full on the head, none on the shoulders). The field is smooth, so it
+        # is computed on a coarse grid and upsampled, as the face warp is.
+        coarse = self.coarse
+        back = apply(invert(motion), coarse).astype(np.float32)
+        shift = self._head_weight(back)[..., None] * (back - coarse)  # zero on the shoulders and the box edge
+        size = (x1 - x0, y1 - y0)
+        shift_x = cv2.resize(shift[..., 0], size, interpolation=cv2.INTER_LINEAR)
+        shift_y = cv2.resize(shift[..., 1], size, interpolation=cv2.INTER_LINEAR)
+        # Only around the head does anything change: its extent in the photo, grown by how far it moved.
+        reach = int(np.ceil(np.abs(shift).max())) + 2
+        top, bottom, left, right = self.head_extent
+        top, left = max(0, top - reach), max(0, left - reach)
+        bottom, right = min(y1 - y0, bottom + reach), min(x1 - x0, right + reach)
+        map_x = self.grid[top:bottom, left:right, 0] + shift_x[top:bottom, left:right]
+        map_y = self.grid[top:bottom, left:right, 1] + shift_y[top:bottom, left:right]
         moved = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        person_there = cv2.remap(self.person, map_x - x0, map_y - y0, cv2.INTER_LINEAR, borderValue=0.0)
-        # Uncovered: head here in the photo, but no person here after the move: the still background shows.
-        uncovered = np.clip(self.alpha - person_there, 0.0, 1.0)[..., None]
-        out = frame.copy()
-        out[y0:y1, x0:x1] = (moved * (1.0 - uncovered) + self.background * uncovered).astype(np.uint8)
-        return out
+        covered = cv2.remap(self.person, map_x - x0, map_y - y0, cv2.INTER_LINEAR, borderValue=0.0)
+        here = frame[y0 + top : y0 + bottom, x0 + left : x0 + right]
+        hole = self.hole[top:bottom, left:right]
+        still = cv2.blendLinear(self.background[top:bottom, left:right], here, hole, 1.0 - hole)
+        # In place: the frame is this render's own copy of the photo.
+        frame[y0 + top : y0 + bottom, x0 + left : x0 + right] = cv2.blendLinear(moved, still, covered, 1.0 - covered)
+        return frame
