@@ -28,6 +28,7 @@ def run_bench(
     from device import assets
     from device.face.analysis import FaceAnalyzer
     from device.face.photo import load_photo
+    from device.face.segment import PersonSegmenter
     from device.motion.params import FaceParams
     from device.motion.timeline import motion_track
     from device.motion.tts import synthesize
@@ -39,6 +40,7 @@ def run_bench(
 
     photo = photo or assets.sample_portrait()
     speech = synthesize(text)
+    segmenter = PersonSegmenter(threads)
     fps = 25
     rows = []
     for backend in backends or available_backends():
@@ -50,7 +52,10 @@ def run_bench(
                 analyzer.analyse(image)
         image, face, _ = prepare_photo(analyzer, photo, size=size)
         generator = load_generator(backend)
-        renderer = Renderer(image, face, close_mouth_at_rest=True, generator=generator, timer=timer)
+        # As a clip renders: with the whole head moving over the still background.
+        person = segmenter.mask(image)
+        renderer = Renderer(image, face, close_mouth_at_rest=True, generator=generator, timer=timer,
+                            person_mask=person)
         track = motion_track(frames, fps, speech=speech, seed=1)
         height, width = image.shape[:2]
         with tempfile.TemporaryDirectory() as tmp:
