@@ -14,6 +14,7 @@ from pathlib import Path
 
 from device import __version__
 from device.errors import BadInput, PortraitError
+from device.runtime import BACKENDS
 
 
 def _progress_printer(enabled: bool, label: str):
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--face", type=int, default=1, help="which face, 1 = largest (default: 1)")
     animate.add_argument("--seed", type=int, default=0, help="seed of the idle motion (blinks, glances)")
     animate.add_argument(
-        "--backend", default="auto", help="generator runtime: auto, none, onnxruntime, openvino, tflite"
+        "--backend", default="auto", help=f"generator runtime: {', '.join(BACKENDS)} (default: auto)"
     )
     animate.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2), help="CPU threads for models")
     animate.add_argument("--out", default="portrait.mp4", help="output .mp4/.mkv/.mov, or a folder for PNG frames")
@@ -198,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", type=int, default=512, help="output size (default: 512)")
     bench.add_argument("--frames", type=int, default=250, help="frames to render per runtime (default: 250)")
     bench.add_argument("--text", default="The quick brown fox jumps over the lazy dog, and my portrait speaks.")
-    bench.add_argument("--backend", action="append", help="runtime(s) to measure (default: every installed one)")
+    bench.add_argument(
+        "--backend", action="append",
+        help=f"runtime(s) to measure, of {', '.join(BACKENDS[1:])} (default: every installed one)",
+    )
     bench.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)

@@ -295,6 +295,15 @@ class GeneratorSection(Section):
         "auto", description="Generator runtime: auto, onnxruntime, openvino, tflite, or none (warp only)."
     )
 
+    @field_validator("backend")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        from device.runtime import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown generator runtime {value!r}; choose one of {', '.join(BACKENDS)}")
+        return value
+
 
 # -- issue 5: fleet updates (device/updates) ----------------------------------------------------
 class UpdatesSection(Section):
@@ -399,7 +408,7 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, s
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         else:
-            message = error["msg"]
+            message = error["msg"].removeprefix("Value error, ")
             value = error.get("input")
             if not isinstance(value, dict | list) and error["type"] not in ("missing", "value_error"):
                 message += f" (got {value!r})"

@@ -5,6 +5,7 @@ rollout benchmark keeps, on failure, the logs its message names. (`portrait benc
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -108,3 +109,29 @@ def test_lipsync_one_sentence() -> None:
     numbers = row(done.stdout, "sample (astronaut)").split()
     frames, r, wide, shut = int(numbers[0]), *(float(x) for x in numbers[1:4])
     assert frames > 25 and r > 0.5 and wide > shut  # the mouth opens where the track opens it
+
+
+@pytest.mark.slow
+def test_eval_reenact_on_a_tiny_driving_clip(tmp_path: Path) -> None:
+    """The self-reenactment evaluation on a clip the test makes: the sample portrait turning its head."""
+    import numpy as np
+    from skimage import data
+
+    from device.face.analysis import FaceAnalyzer
+    from device.motion.params import FaceParams
+    from device.outputs.video import VideoWriter
+    from device.render.renderer import Renderer
+
+    image = np.ascontiguousarray(data.astronaut())
+    renderer = Renderer(image, FaceAnalyzer().analyse(image))
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    with VideoWriter(clips / "turn.mp4", 25, 512, 512) as writer:
+        for i in range(12):
+            writer.write(renderer.render(FaceParams(head_yaw=4.0 * np.sin(i / 3), jaw_open=0.3 * (i % 3 == 0))))
+    done = tool("eval_reenact", str(clips), "--frames", "12", "--json", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)["clips"][0]
+    assert result["clip"] == "turn" and result["frames"] == 12
+    assert all(np.isfinite(result[k]) for k in ("psnr", "psnr_still", "ssim", "head_r", "identity"))
+    assert result["identity"] < 0.6  # the judge sees the same person

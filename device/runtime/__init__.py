@@ -18,12 +18,13 @@ from pathlib import Path
 
 from device.errors import BadInput
 
-BACKENDS = ("auto", "none", "onnxruntime", "openvino", "tflite")
+# The one registry of generator runtimes: the config check, the CLI's choices and the bench derive from it.
 _MODULES = {
     "onnxruntime": ("device.runtime.onnxruntime", "OnnxRuntimeBackend"),
     "openvino": ("device.runtime.openvino", "OpenVinoBackend"),
     "tflite": ("device.runtime.tflite", "TfliteBackend"),
 }
+BACKENDS = ("auto", "none", *_MODULES)
 # The signed default bundle ships inside the package (package data), so a wheel install has it too.
 DEFAULT_BUNDLE = Path(__file__).resolve().with_name("bundles") / "default"
 

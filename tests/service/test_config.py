@@ -72,6 +72,15 @@ def test_unknown_key_exits_2_naming_it(tmp_path: Path) -> None:
     assert "mqtt.hots: unknown key" in result.stderr
 
 
+def test_a_misspelt_generator_runtime_exits_2_naming_the_choices(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[generator]\nbackend = "onnxrutime"\n')
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "generator.backend: unknown generator runtime 'onnxrutime'" in result.stderr
+    assert "onnxruntime, openvino, tflite" in result.stderr
+
+
 def test_wrong_type_exits_2_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[jobs]\nqueue_size = "many"\n')
