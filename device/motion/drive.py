@@ -20,21 +20,14 @@ COLUMN = {name: index for index, name in enumerate(NAMES)}
 def measure(landmarks: np.ndarray, iris: np.ndarray | None) -> dict[str, float]:
     """Expression measures in the face's own frame (unit: distance between the eye centres)."""
     points = landmarks[:, :2]
-    right = points[list(topo.EYE_CENTRE_RIGHT)].mean(0)
-    left = points[list(topo.EYE_CENTRE_LEFT)].mean(0)
-    axis = left - right
-    unit = float(np.linalg.norm(axis))
-    x_axis = axis / unit
-    y_axis = np.array([-x_axis[1], x_axis[0]])
-    origin = (right + left) / 2
+    origin, unit, axes = face_frame(landmarks)
 
     def local(p: np.ndarray) -> np.ndarray:
-        return np.array([(p - origin) @ x_axis, (p - origin) @ y_axis]) / unit
+        return axes @ (p - origin) / unit
 
     mouth_centre = local(points[list(topo.INNER_CORNERS)].mean(0))
     corners = np.array([local(points[i]) for i in topo.MOUTH_CORNERS])
     brows = np.array([local(points[i]) for i in topo.RIGHT_BROW + topo.LEFT_BROW])
-    nose = local(points[topo.NOSE_TIP])
     values = {
         "mouth_open": topo.mouth_opening(landmarks),
         "mouth_width": float(np.linalg.norm(corners[1] - corners[0])),
@@ -42,9 +35,6 @@ def measure(landmarks: np.ndarray, iris: np.ndarray | None) -> dict[str, float]:
         "eye_left": topo.eye_openness(landmarks, topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER),
         "brow": float(-brows[:, 1].mean()),
         "smile": float(mouth_centre[1] - corners[:, 1].mean()),
-        "roll": float(np.degrees(np.arctan2(axis[1], axis[0]))),
-        "nose_x": float(nose[0]),
-        "nose_y": float(nose[1] / max(mouth_centre[1], 1e-3)),
         "gaze_x": 0.0,
         "gaze_y": 0.0,
     }
@@ -54,14 +44,9 @@ def measure(landmarks: np.ndarray, iris: np.ndarray | None) -> dict[str, float]:
             a, b = points[corners_idx[0]], points[corners_idx[1]]
             centre, half = (a + b) / 2, max(float(np.linalg.norm(b - a)) / 2, 1e-3)
             offset = iris[eye, 0] - centre
-            gaze.append([offset @ x_axis / half, offset @ y_axis / half])
+            gaze.append(axes @ offset / half)
         values["gaze_x"], values["gaze_y"] = (float(v) for v in np.mean(gaze, axis=0))
     return values
-
-
-# Landmarks that move with the skull, not with expression (forehead, nose, outer eye corners, temples).
-RIGID = [10, 338, 297, 332, 109, 67, 103, 151, 108, 69, 337, 299, 6, 197, 195, 5, 4, 1, 33, 263, 127, 356,
-         234, 454, 162, 389, 21, 251]
 
 
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -79,7 +64,7 @@ def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float,
     """The head's rigid motion from the reference mesh to the current one, in the rig's terms:
     (yaw, pitch, roll in degrees, shift x, shift y in the reference's eye distances).
 
-    Both meshes (468x3) are put in the reference face's frame; a 3D similarity (Kabsch with scale) on
+    Both meshes (468x3) are put in the reference face's frame; a 3D similarity (Umeyama) on
     the skull's landmarks about the rig's pivot gives the rotation, which is read as the rig composes
     it (roll after yaw after pitch), and what is left over is the shift."""
     from device.render.rig import HEAD_PIVOT
@@ -87,17 +72,13 @@ def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float,
     origin, unit, axes = face_frame(reference)
 
     def local(mesh: np.ndarray) -> np.ndarray:
-        xy = (mesh[RIGID, :2] - origin) @ axes.T / unit
-        return np.column_stack([xy, mesh[RIGID, 2] / unit])
+        xy = (mesh[topo.SKULL, :2] - origin) @ axes.T / unit
+        return np.column_stack([xy, mesh[topo.SKULL, 2] / unit])
 
-    before, after = local(reference) - HEAD_PIVOT, local(current)
-    mu_b, mu_a = before.mean(0), after.mean(0)
-    a, b = before - mu_b, after - mu_a
-    u, sv, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    rotation = u @ np.diag([1.0, 1.0, d]) @ vt
-    scale = float((sv * np.array([1.0, 1.0, d])).sum() / max(float((a**2).sum()), 1e-9))
-    shift = mu_a - scale * rotation @ mu_b - HEAD_PIVOT
+    from device.render.head import similarity
+
+    _, rotation, shift = similarity(local(reference) - HEAD_PIVOT, local(current))
+    shift = shift - HEAD_PIVOT
     yaw = float(np.degrees(np.arcsin(np.clip(rotation[2, 0], -1.0, 1.0))))
     pitch = float(np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2])))
     roll = float(np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])))
@@ -133,9 +114,6 @@ def params_from_measures(current: dict[str, float], reference: dict[str, float])
         out[COLUMN[side]] = np.clip((1.0 - ratio) / 0.75, 0, 1)
     out[COLUMN["brow_raise"]] = np.clip((current["brow"] - reference["brow"]) / 0.13, -1, 1)
     out[COLUMN["smile"]] = np.clip((current["smile"] - reference["smile"]) / 0.09, -1, 1)
-    out[COLUMN["head_roll"]] = current["roll"] - reference["roll"]
-    out[COLUMN["head_yaw"]] = np.degrees(np.arcsin(np.clip(current["nose_x"] - reference["nose_x"], -0.5, 0.5)))
-    out[COLUMN["head_pitch"]] = 60.0 * (current["nose_y"] - reference["nose_y"])
     out[COLUMN["gaze_x"]] = np.clip((current["gaze_x"] - reference["gaze_x"]) / 0.4, -1, 1)
     out[COLUMN["gaze_y"]] = np.clip((current["gaze_y"] - reference["gaze_y"]) / 0.4, -1, 1)
     return out

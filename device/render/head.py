@@ -18,30 +18,32 @@ import numpy as np
 from device.face import topology as topo
 from device.render.warp import smoothstep
 
-# Landmarks that move with the skull and not with expression: forehead, nose bridge and tip, outer eye
-# corners, temples and the upper face outline. The rigid head motion is fitted to these.
-STABLE = [10, 338, 297, 332, 109, 67, 103, 151, 108, 69, 337, 299, 6, 197, 195, 5, 4, 1, 33, 263, 127, 356,
-          234, 454, 162, 389, 21, 251]
 # Down the neck, in face heights below the chin: full head motion above NECK_TOP, none below NECK_BOTTOM.
 NECK_TOP, NECK_BOTTOM = 0.1, 0.6
 NECK_HALF_WIDTH = 0.3  # in face widths: the neck column that bends with the head
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-def fit_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity (rotation, uniform scale, shift) that best maps source points onto target."""
+def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(scale, rotation, shift) of the similarity that best maps source points onto target points, in
+    any dimension (Umeyama's least squares: no reflection)."""
     src, dst = np.asarray(source, np.float64), np.asarray(target, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     a, b = src - mu_s, dst - mu_d
     var = float((a**2).sum())
     if var <= 1e-12:
-        return IDENTITY.copy()
-    cov = b.T @ a / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    rotation = u @ np.diag([1.0, d]) @ vt
-    scale = float((s * np.array([1.0, d])).sum() / (var / len(src)))
-    shift = mu_d - scale * rotation @ mu_s
+        return 1.0, np.eye(src.shape[1]), mu_d - mu_s
+    u, s, vt = np.linalg.svd(b.T @ a)
+    signs = np.ones(src.shape[1])
+    signs[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0
+    rotation = u @ np.diag(signs) @ vt
+    scale = float((s * signs).sum() / var)
+    return scale, rotation, mu_d - scale * rotation @ mu_s
+
+
+def fit_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, shift) that best maps source points onto target."""
+    scale, rotation, shift = similarity(source, target)
     return np.column_stack([scale * rotation, shift])
 
 
@@ -74,7 +76,7 @@ class HeadMotion:
         y1 = int(min(height, self.chin[1] + (NECK_BOTTOM + 0.25) * self.face_h))
         self.box = (x0, y0, x1, y1)
         self.shape = (height, width)
-        self.source_points = points[STABLE]
+        self.source_points = points[topo.SKULL]
         box_person = np.clip(person[y0:y1, x0:x1].astype(np.float32), 0.0, 1.0)
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         self.grid = np.stack([xs, ys], axis=-1)
@@ -129,7 +131,7 @@ class HeadMotion:
 
     def rigid_motion(self, targets: np.ndarray) -> np.ndarray:
         """The similarity that carries the photo's stable landmarks to where this frame puts them."""
-        return fit_similarity(self.source_points, targets[STABLE, :2])
+        return fit_similarity(self.source_points, targets[topo.SKULL, :2])
 
     def compose(self, frame: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """`frame` (the photo with this frame's expression, changed in place) with its head moved by `motion`.
