@@ -188,14 +188,18 @@ def _cosine_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (1.0 - an @ bn.T).astype(np.float32)
 
 
-def align_to_transcript(audio16k: np.ndarray, transcript: str, lang: str) -> tuple[list[TimedPhone], float]:
+def align_to_transcript(
+    audio16k: np.ndarray, transcript: str, lang: str, frames: Frames | None = None
+) -> tuple[list[TimedPhone], float]:
     """eSpeak's phones of the transcript, timed on the recording; and the mean path cost (0 = identical
-    cepstra, about 1 = unrelated), which tells a transcript that does not fit the audio."""
+    cepstra, about 1 = unrelated), which tells a transcript that does not fit the audio. `frames`: the
+    recording's features, when the caller has them already."""
     from device.motion.tts import synthesize
 
     reference = synthesize(transcript, lang=lang)
     ref16 = to_16k(reference.audio, reference.sample_rate)
-    ours, theirs = analyse(audio16k), analyse(ref16)
+    ours = frames if frames is not None else analyse(audio16k)
+    theirs = analyse(ref16)
     if len(ours.ceps) == 0 or len(theirs.ceps) == 0:
         raise BadInput("audio: too short to align")
     # Silence on either side is cheap to match with silence, whatever its length.

@@ -57,7 +57,7 @@ def time_phones(audio: np.ndarray, rate: int, transcript: str | None, lang: str,
         phones = align_audio(audio, rate, transcript)
         return Timing(phones, "pocketsphinx-align" if transcript else "pocketsphinx-recognize")
     if transcript is not None:
-        phones, cost = acoustic.align_to_transcript(audio16k, transcript, lang)
+        phones, cost = acoustic.align_to_transcript(audio16k, transcript, lang, frames)
         if cost <= MISMATCH_COST:
             return Timing(phones, "espeak-dtw")
         warning = (f"{name}: the transcript does not fit the recording (alignment cost {cost:.2f}, "

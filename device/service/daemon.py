@@ -305,31 +305,28 @@ class Daemon:
     # -- health -----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """Each part's health: threads alive, no job hung, storage writable."""
+        """Each part's health: threads alive, no job hung, storage writable.
+
+        `watchdog` is what the watchdog vouches for: ready, every thread alive and no job hung past its
+        timeout. A full disk is reported but keeps it fed: a restart cannot free space, and the parts
+        retry by themselves."""
         threads = {
             "worker": self.runner.alive(),
             "commands": self._commander is not None and self._commander.is_alive(),
             "outbox": self.sender is None or self.sender.is_alive(),
             "updates": self.updater.alive(),
         }
+        hung = self.runner.hung()
         storage = self.runner.storage.error or self.outbox.storage_error
+        alive = all(threads.values()) and not hung
         return {
-            "ok": all(threads.values()) and not self.runner.hung() and storage is None,
+            "ok": alive and storage is None,
+            "watchdog": alive and self.ready,
             "threads": threads,
-            "job_hung": self.runner.hung(),
+            "job_hung": hung,
             "storage_error": storage,
             "events_in_memory": self.outbox.waiting_in_memory,
         }
-
-    def healthy(self) -> bool:
-        """What the watchdog vouches for: every thread alive and no job hung past its timeout.
-
-        A full disk is reported (state, log) but keeps the watchdog fed: a restart cannot free space,
-        and the parts retry by themselves."""
-        if not self.ready:
-            return False
-        health = self.health()
-        return all(health["threads"].values()) and not health["job_hung"]
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self.stop_event.is_set():
@@ -413,18 +410,16 @@ class Daemon:
                     self.cleanup()
                 except (OSError, sqlite3.OperationalError) as exc:
                     log.warning("cleanup failed; retrying later", extra=kv(error=str(exc)))
-            health_ok = self.health()["ok"]
-            if health_ok != reported_health:
-                reported_health = health_ok
+            health = self.health()
+            if health["ok"] != reported_health:
+                reported_health = health["ok"]
                 self.publish_state()  # operators see a full disk or a dead thread in the retained state
-            healthy = self.healthy()
-            self.updater.tick(healthy)
-            if healthy:
+            self.updater.tick(health["watchdog"])
+            if health["watchdog"]:
                 self.notifier.watchdog()
             else:
                 job = self.runner.current
-                threads = self.health()["threads"]
-                log.error("unhealthy: watchdog not fed", extra=kv(job=job.id if job else None, **threads))
+                log.error("unhealthy: watchdog not fed", extra=kv(job=job.id if job else None, **health["threads"]))
             self.stop_event.wait(watchdog_every)
 
     def _shutdown(self) -> None:
