@@ -17,6 +17,23 @@ from device.errors import BadInput, PortraitError
 from device.runtime import BACKENDS
 
 
+class _RuntimeChoice(argparse.Action):
+    """`--backend NAME`, one of the runtime registry's names (device.runtime.BACKENDS), checked as it is
+    parsed: a misspelt name exits 2 before any model loads. `append=True` collects repeated options."""
+
+    def __init__(self, option_strings, dest, names: tuple[str, ...] = BACKENDS, append: bool = False, **kwargs):
+        self.names, self.append = names, append
+        kwargs.setdefault("metavar", "{" + ",".join(names) + "}")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if value not in self.names:
+            parser.error(f"{option_string} {value}: unknown; choose one of {', '.join(self.names)}")
+        if self.append:
+            value = [*(getattr(namespace, self.dest, None) or []), value]
+        setattr(namespace, self.dest, value)
+
+
 def _progress_printer(enabled: bool, label: str):
     """A one-line progress bar on a terminal; silent when output goes to a file or a pipe."""
     started = time.perf_counter()
@@ -182,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--face", type=int, default=1, help="which face, 1 = largest (default: 1)")
     animate.add_argument("--seed", type=int, default=0, help="seed of the idle motion (blinks, glances)")
     animate.add_argument(
-        "--backend", default="auto", help=f"generator runtime: {', '.join(BACKENDS)} (default: auto)"
+        "--backend", default="auto", action=_RuntimeChoice, help="generator runtime ('none': warp only; default: auto)"
     )
     animate.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2), help="CPU threads for models")
     animate.add_argument("--out", default="portrait.mp4", help="output .mp4/.mkv/.mov, or a folder for PNG frames")
@@ -200,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=250, help="frames to render per runtime (default: 250)")
     bench.add_argument("--text", default="The quick brown fox jumps over the lazy dog, and my portrait speaks.")
     bench.add_argument(
-        "--backend", action="append",
-        help=f"runtime(s) to measure, of {', '.join(BACKENDS[1:])} (default: every installed one)",
+        "--backend", action=_RuntimeChoice, names=BACKENDS[1:], append=True,
+        help="runtime to measure, repeatable (default: every installed one)",
     )
     bench.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
     bench.add_argument("--json", action="store_true")

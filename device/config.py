@@ -19,11 +19,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from device.capture.config import CameraConfig
 from device.errors import BadInput
 from device.files import allowed_file, atomic_write
+from device.runtime import BACKENDS, RUNTIMES, config_models
 
 OVERRIDE_FILE = "config.override.json"
 TOPIC_SAFE = r"^[A-Za-z0-9_.-]{1,64}$"  # no '/', '+', '#': it becomes one MQTT topic level
@@ -290,19 +291,37 @@ class MirrorSection(Section):
     photo: Path | None = Field(None, description="The portrait that mirrors the visitor. Unset: portrait.photo.")
 
 
-class GeneratorSection(Section):
-    backend: str = Field(
-        "auto", description="Generator runtime: auto, onnxruntime, openvino, tflite, or none (warp only)."
+class _GeneratorBase(Section):
+    backend: Literal[BACKENDS] = Field(
+        "auto",
+        description=f"Generator runtime: {', '.join(BACKENDS)}. 'auto': the fastest installed one the bundle "
+        "has a model for; 'none': the warp alone.",
     )
 
-    @field_validator("backend")
+    @field_validator("backend", mode="before")
     @classmethod
-    def _known_runtime(cls, value: str) -> str:
-        from device.runtime import BACKENDS
-
+    def _known_runtime(cls, value: Any) -> Any:
         if value not in BACKENDS:
             raise ValueError(f"unknown generator runtime {value!r}; choose one of {', '.join(BACKENDS)}")
         return value
+
+    def runtime_settings(self) -> dict[str, Any]:
+        """Each runtime's settings ({name: its BackendConfig}), for device.runtime.load_generator(options=)."""
+        return {name: getattr(self, name) for name in RUNTIMES}
+
+
+# One table per runtime in the registry, validated by that runtime's own settings model:
+# [generator.openvino] device = "GPU", threads = 2. Adding a runtime to device/runtime adds its table here.
+GeneratorSection = create_model(
+    "GeneratorSection",
+    __base__=_GeneratorBase,
+    __doc__="The generator runtime and the settings of each (used by whichever one loads).",
+    **{
+        name: (model, Field(default_factory=model, description=f"Settings of the {name} runtime, used when it "
+                            "loads (named in backend, or picked by auto)."))
+        for name, model in config_models().items()
+    },
+)
 
 
 # -- issue 5: fleet updates (device/updates) ----------------------------------------------------

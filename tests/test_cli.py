@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 
-from device.outputs.video import probe_video
+from device.media.video import probe_video
 from tests.conftest import run_cli, save_rgb
 
 

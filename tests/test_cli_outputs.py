@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.outputs.video import probe_video
+from device.media.video import probe_video
 from tests.conftest import run_cli
 
 QUICK = ("--seconds", "0.5", "--fps", "10", "--size", "128", "--backend", "none", "--quiet")

@@ -13,9 +13,10 @@ from PIL import Image
 
 from device.errors import PortraitError
 from device.face.segment import PersonSegmenter
+from device.media.video import probe_video
 from device.motion.drive import head_pose
 from device.motion.params import FaceParams
-from device.outputs.video import VideoWriter, probe_video
+from device.outputs.video import VideoWriter
 from device.render.head import HeadMotion, fit_similarity
 from device.render.renderer import Renderer
 from device.render.rig import FaceRig

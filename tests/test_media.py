@@ -13,8 +13,9 @@ import pytest
 
 from device.errors import BadInput
 from device.media.audio import load_audio, resample
+from device.media.video import probe_video, read_frames
 from device.outputs.frames import PngFramesWriter, open_writer
-from device.outputs.video import AAC_FRAME, VideoWriter, probe_video, read_frames
+from device.outputs.video import AAC_FRAME, VideoWriter
 
 # ---------------------------------------------------------------- helpers
 
@@ -297,3 +298,27 @@ def test_open_writer_choice(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"clip\.avi.*\.mp4"):
         open_writer(tmp_path / "clip.avi", 25, 32, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "dir.mp4"]  # no temp files left
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "frames"])
+def test_both_writers_keep_the_one_sink_contract(tmp_path: Path, name: str) -> None:
+    from device.outputs.sink import FrameSink
+
+    frame = np.zeros((32, 48, 3), np.uint8)
+    with open_writer(tmp_path / name, 25, 48, 32, audio=np.zeros(800, np.float32), sample_rate=16000) as writer:
+        assert isinstance(writer, FrameSink)
+        for _ in range(3):
+            writer.write(frame)
+        assert writer.frames == 3 and writer.audio_samples() == 3 * 16000 // 25
+        with pytest.raises(ValueError, match="shape"):
+            writer.write(frame[:16])
+    assert (tmp_path / name).exists()
+    writer.close()  # a second close is a no-op
+    with pytest.raises(ValueError, match="writer is closed"):
+        writer.write(frame)
+
+    discarded = tmp_path / f"discarded-{name}"
+    with pytest.raises(RuntimeError, match="render failed"), open_writer(discarded, 25, 48, 32) as writer:
+        writer.write(frame)
+        raise RuntimeError("render failed")
+    assert not discarded.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted([name])

@@ -41,7 +41,7 @@ class NullAnimator:
 def run_device(config: str) -> int:
     from device.service.daemon import main
 
-    return main(["--config", config], animator_factory=lambda backend, keys=None: NullAnimator(),
+    return main(["--config", config], animator_factory=lambda backend, keys=None, options=None: NullAnimator(),
                 stage_factory=lambda: None)
 
 

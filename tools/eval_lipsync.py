@@ -334,7 +334,7 @@ def render(
 
 
 def first_frame(path: Path) -> np.ndarray:
-    from device.outputs.video import read_frames
+    from device.media.video import read_frames
 
     for frame in read_frames(path):
         return frame
@@ -363,7 +363,7 @@ def evaluate_clip(
 ) -> ClipResult:
     from PIL import Image
 
-    from device.outputs.video import read_frames
+    from device.media.video import read_frames
     from tools.judge import mouth_opening
 
     clip = info.path

@@ -162,7 +162,7 @@ def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | 
     Offline, the whole performance is known: the mouth's neutral is the performer's own most closed
     mouth (not whatever the first frame shows), the head pose is the mesh's 3D rigid motion from the
     first frame, and smoothing runs forward and backward, so it adds no lag."""
-    from device.outputs.video import probe_video, read_frames
+    from device.media.video import probe_video, read_frames
 
     path = Path(path)
     if not path.is_file():

@@ -1,4 +1,4 @@
-"""MP4 out (H.264 + AAC) and MP4 back in, through PyAV's bundled FFmpeg.
+"""MP4 out (H.264 + AAC), through PyAV's bundled FFmpeg (reading a video back: device.media.video).
 
 The writer gives frame i the timestamp i/fps, so N frames last exactly N/fps seconds, and it trims or pads the
 audio to that length: the clip is as long as its video. It writes to a hidden temporary file beside the target
@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 
 import av
 import numpy as np
 
 from device.errors import BadInput
 from device.media.audio import resample
+from device.outputs.sink import FrameSink
 
 # Tried in order; the first one this FFmpeg can encode with wins.
 VIDEO_CODECS = ("libx264", "h264", "mpeg4")
@@ -50,21 +48,14 @@ def pick_video_codec() -> str:
     raise RuntimeError("PyAV's FFmpeg has no H.264 or MPEG-4 encoder")
 
 
-def to_mono_float(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
-    if np.issubdtype(audio.dtype, np.integer):
-        audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
-    return np.clip(audio.astype(np.float32, copy=False), -1.0, 1.0)
-
-
-class VideoWriter:
+class VideoWriter(FrameSink):
     """Encode RGB frames (and optionally mono audio) to an H.264 MP4/MOV/MKV file.
 
     Width and height must be even (yuv420p); the caller pads or crops. Use as a context manager: a clean exit
-    finalizes the file, an exception discards it.
+    finalizes the file, an exception discards it (device.outputs.sink.FrameSink).
     """
+
+    kind = "video output"
 
     def __init__(
         self,
@@ -77,28 +68,12 @@ class VideoWriter:
         crf: int = 20,
         threads: int | None = None,
     ) -> None:
-        self.path = Path(path)
-        fmt = CONTAINERS.get(self.path.suffix.lower())
+        fmt = CONTAINERS.get(Path(path).suffix.lower())
         if fmt is None:
-            raise BadInput(f"video output {self.path}: unsupported suffix; use one of {', '.join(CONTAINERS)}")
-        if int(fps) != fps or fps <= 0:
-            raise ValueError(f"fps must be a positive integer, got {fps}")
-        if width <= 0 or height <= 0 or width % 2 or height % 2:
-            raise ValueError(f"frame size {width}x{height}: width and height must be positive and even")
-        if audio is not None and (sample_rate is None or sample_rate <= 0):
-            raise ValueError("audio needs a positive sample_rate")
-        self.fps, self.width, self.height = int(fps), int(width), int(height)
-        self.frames = 0
-        self._closed = False
-
-        self._audio: np.ndarray | None = None
-        self._rate = 0
-        if audio is not None and sample_rate is not None:
-            mono = to_mono_float(audio)
-            rate = int(sample_rate)
-            if rate not in AAC_RATES:
-                mono, rate = resample(mono, rate, 48000), 48000
-            self._audio, self._rate = mono, rate
+            raise BadInput(f"video output {Path(path)}: unsupported suffix; use one of {', '.join(CONTAINERS)}")
+        super().__init__(path, fps, width, height, audio, sample_rate)
+        if self._audio is not None and self._rate not in AAC_RATES:
+            self._audio, self._rate = resample(self._audio, self._rate, 48000), 48000
         self._audio_sent = 0  # samples handed to the encoder so far
 
         try:
@@ -150,32 +125,19 @@ class VideoWriter:
             astream.time_base = Fraction(1, self._rate)
             self._astream = astream
 
-    def __enter__(self) -> VideoWriter:
-        return self
+    @staticmethod
+    def _check_size(width: int, height: int) -> None:
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            raise ValueError(f"frame size {width}x{height}: width and height must be positive and even")
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def write(self, frame: np.ndarray) -> None:
-        """Append one RGB uint8 frame of shape (height, width, 3)."""
-        if self._closed:
-            raise ValueError(f"video output {self.path}: writer is closed")
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            want = (self.height, self.width, 3)
-            raise ValueError(f"frame must be uint8 of shape {want}, got {frame.dtype} {frame.shape}")
+    def _write_frame(self, frame: np.ndarray) -> None:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         vf.pts = self.frames
         vf.time_base = Fraction(1, self.fps)  # not the stream's: the muxer may change that one
         vf.duration = 1  # so the last frame, too, lasts 1/fps
         self._container.mux(self._video.encode(vf))
-        self.frames += 1
         # Keep the audio level with the video, in whole AAC frames, so the file comes out interleaved.
-        self._send_audio(self.frames * self._rate // self.fps, final=False)
+        self._send_audio(self.audio_samples(self.frames + 1), final=False)
 
     def _send_audio(self, until: int, final: bool) -> None:
         if self._astream is None or self._audio is None:
@@ -193,104 +155,18 @@ class VideoWriter:
             self._container.mux(self._astream.encode(af))
             self._audio_sent += n
 
-    def close(self) -> None:
+    def _finalize(self) -> None:
         """Flush the encoders, finish the file and move it to the target path."""
-        if self._closed:
-            return
         if self.frames == 0:  # an MP4 with no frames is unplayable: leave nothing rather than that
-            self.abort()
             raise ValueError(f"video output {self.path}: no frames were written")
-        self._closed = True
-        try:
-            self._container.mux(self._video.encode(None))
-            if self._astream is not None:
-                self._send_audio(self.frames * self._rate // self.fps, final=True)
-                self._container.mux(self._astream.encode(None))
-            self._container.close()
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self._container.close()
-            self._tmp.unlink(missing_ok=True)
-            raise
+        self._container.mux(self._video.encode(None))
+        if self._astream is not None:
+            self._send_audio(self.audio_samples(), final=True)
+            self._container.mux(self._astream.encode(None))
+        self._container.close()
+        os.replace(self._tmp, self.path)
 
-    def abort(self) -> None:
-        """Discard the output: nothing is left at the target or beside it."""
-        if self._closed:
-            return
-        self._closed = True
+    def _discard(self) -> None:
         with contextlib.suppress(Exception):
             self._container.close()
         self._tmp.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    frames: int
-    fps: float
-    duration: float  # seconds, of the video stream
-    width: int
-    height: int
-    video_codec: str
-    has_audio: bool
-    audio_duration: float  # seconds, from the decoded samples (0.0 without audio)
-    audio_rate: int  # 0 without audio
-
-
-def _open_for_reading(path: Path) -> av.container.InputContainer:
-    if not path.is_file():
-        raise BadInput(f"video file {path}: not found")
-    try:
-        return av.open(str(path), "r")
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise BadInput(f"video file {path}: cannot be read ({exc})") from exc
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    """Decode a video file completely and describe it: exact frame count and audio length."""
-    path = Path(path)
-    with _open_for_reading(path) as container:
-        if not container.streams.video:
-            raise BadInput(f"video file {path}: has no video stream")
-        video = container.streams.video[0]
-        audio = container.streams.audio[0] if container.streams.audio else None
-        frames = 0
-        samples = 0
-        streams = [video] if audio is None else [video, audio]
-        try:
-            for frame in container.decode(*streams):
-                if isinstance(frame, av.VideoFrame):
-                    frames += 1
-                else:
-                    samples += frame.samples
-        except av.FFmpegError as exc:
-            raise BadInput(f"video file {path}: cannot be decoded ({exc})") from exc
-        if video.duration is not None and video.time_base is not None:
-            duration = float(video.duration * video.time_base)
-        else:
-            duration = (container.duration or 0) / av.time_base
-        rate = video.average_rate or video.guessed_rate or 0
-        audio_rate = audio.codec_context.sample_rate if audio is not None else 0
-        return VideoInfo(
-            frames=frames,
-            fps=float(rate),
-            duration=duration,
-            width=video.codec_context.width,
-            height=video.codec_context.height,
-            video_codec=video.codec_context.name,
-            has_audio=audio is not None,
-            audio_duration=samples / audio_rate if audio_rate else 0.0,
-            audio_rate=audio_rate,
-        )
-
-
-def read_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Yield the video's frames as RGB uint8 arrays of shape (height, width, 3)."""
-    path = Path(path)
-    with _open_for_reading(path) as container:
-        if not container.streams.video:
-            raise BadInput(f"video file {path}: has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")

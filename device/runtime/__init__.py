@@ -6,6 +6,10 @@ its model on the chosen runtime, checks the shapes against the manifest's contra
 golden vectors, and returns the renderer's generator stage. "none" is the warp alone; "auto" is the
 fastest installed runtime the bundle has a model for (by the latency measured at export), or the
 warp alone when no bundle is installed or the bundle's generator does not beat the warp on held-out faces.
+
+Adding a runtime: write `device/runtime/<name>.py` with a `Backend` subclass and its settings model
+(`config_model`, a `BackendConfig`), and add one line to `_MODULES`. The daemon config's
+`generator.backend` choices and its `generator.<name>` table, and the CLI's `--backend` choices, follow.
 """
 
 from __future__ import annotations
@@ -14,24 +18,37 @@ import importlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from device.errors import BadInput
 
-# The one registry of generator runtimes: the config check, the CLI's choices and the bench derive from it.
+if TYPE_CHECKING:
+    from device.runtime.base import Backend, BackendConfig
+
+# The one registry of generator runtimes (runtime name -> its plugin module and Backend class): the config's
+# choices and per-runtime settings, the CLI's choices and the bench derive from it. A plugin module imports
+# its runtime only when a model loads, so importing it (for its settings model) is cheap.
 _MODULES = {
     "onnxruntime": ("device.runtime.onnxruntime", "OnnxRuntimeBackend"),
     "openvino": ("device.runtime.openvino", "OpenVinoBackend"),
     "tflite": ("device.runtime.tflite", "TfliteBackend"),
 }
-BACKENDS = ("auto", "none", *_MODULES)
+RUNTIMES = tuple(_MODULES)
+BACKENDS = ("auto", "none", *RUNTIMES)
 # The signed default bundle ships inside the package (package data), so a wheel install has it too.
 DEFAULT_BUNDLE = Path(__file__).resolve().with_name("bundles") / "default"
 
 
-def backend_class(name: str) -> type:
+def backend_class(name: str) -> type[Backend]:
     module, cls = _MODULES[name]
     return getattr(importlib.import_module(module), cls)
+
+
+def config_models() -> dict[str, type[BackendConfig]]:
+    """Each runtime's settings model (what `generator.<runtime>` in the daemon config takes)."""
+    return {name: backend_class(name).config_model for name in RUNTIMES}
 
 
 def runtime_status() -> dict[str, bool]:
@@ -75,11 +92,16 @@ def installed_backends(bundle=None) -> list[str]:
 def load_generator(
     backend: str = "auto",
     bundle: str | Path | None = None,
-    threads: int = 2,
+    threads: int | None = None,
     device: str | None = None,
     keys: list | None = None,
+    options: Mapping[str, BackendConfig | Mapping[str, Any]] | None = None,
 ):
-    """The generator stage on `backend` (GeneratorStage), or None for the warp alone."""
+    """The generator stage on `backend` (GeneratorStage), or None for the warp alone.
+
+    `options`: settings per runtime ({"openvino": {"device": "GPU"}}, as the config's `generator.<runtime>`
+    tables hold them); the runtime that loads (the one "auto" picks, too) gets its own. `threads` and
+    `device`, when given, override them."""
     if backend not in BACKENDS:
         raise BadInput(f"--backend {backend}: unknown; choose one of {', '.join(BACKENDS)}")
     if backend == "none":
@@ -108,6 +130,9 @@ def load_generator(
     entry = opened.runtime(backend)
     from device.runtime.stage import BundleGenerator
 
-    stage = BundleGenerator(opened, cls(opened.files(backend), entry, opened.contract, threads=threads, device=device))
+    config = (options or {}).get(backend)
+    stage = BundleGenerator(
+        opened, cls(opened.files(backend), entry, opened.contract, threads=threads, device=device, config=config)
+    )
     stage.health_check()  # warm-up with the golden vectors
     return stage

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
-from device.runtime.base import Backend
+import numpy as np
+from pydantic import Field, field_validator
+
+from device.runtime.base import Backend, BackendConfig
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeConfig(BackendConfig):
+    """generator.onnxruntime: the session's threads and which execution providers it may use."""
+
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="'auto': TensorRT, then CUDA, then the CPU, whichever this build has; 'cpu': the CPU only."
+    )
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     modules = ("onnxruntime",)
+    config_model = OnnxRuntimeConfig
+    config: OnnxRuntimeConfig
 
     def load(self) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = self.config.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         available = ort.get_available_providers()
         providers = [p for p in PREFERRED_PROVIDERS if p in available]
-        if self.device == "cpu":
+        if self.config.device == "cpu":
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(self.files[0]), options, providers=providers)
         self.providers = self.session.get_providers()

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from device.runtime.base import Backend
+from device.runtime.base import Backend, BackendConfig
+
+
+class OpenVinoConfig(BackendConfig):
+    """generator.openvino: the OpenVINO device the model is compiled for, and its CPU threads."""
+
+    device: str = Field(
+        "CPU",
+        pattern=r"^[A-Z0-9_.:,()-]+$",
+        description="OpenVINO device name: CPU, GPU, GPU.1, NPU, AUTO, HETERO:GPU,CPU ... "
+        "(threads apply to CPU only).",
+    )
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
     modules = ("openvino",)
+    config_model = OpenVinoConfig
+    config: OpenVinoConfig
 
     def load(self) -> None:
         import openvino as ov
@@ -17,8 +36,8 @@ class OpenVinoBackend(Backend):
         core = ov.Core()
         xml = next(f for f in self.files if f.suffix == ".xml")
         model = core.read_model(str(xml))
-        device = (self.device or "CPU").upper()
-        config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"} if device == "CPU" else {}
+        device, threads = self.config.device, self.config.threads
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"} if device == "CPU" else {}
         if self.entry.get("inference_precision"):  # e.g. "f32": no silent bf16 on CPUs that have it
             config["INFERENCE_PRECISION_HINT"] = self.entry["inference_precision"]
         self.compiled = core.compile_model(model, device, config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.runtime.base import Backend
+from device.runtime.base import Backend, BackendConfig
 
 
 def _interpreter_class():
@@ -15,12 +15,17 @@ def _interpreter_class():
     return Interpreter
 
 
+class TfliteConfig(BackendConfig):
+    """generator.tflite: the interpreter's threads (XNNPACK's thread pool)."""
+
+
 class TfliteBackend(Backend):
     name = "tflite"
     modules = ("ai_edge_litert", "tflite_runtime")
+    config_model = TfliteConfig
 
     def load(self) -> None:
-        interpreter = _interpreter_class()(model_path=str(self.files[0]), num_threads=self.threads)
+        interpreter = _interpreter_class()(model_path=str(self.files[0]), num_threads=self.config.threads)
         interpreter.allocate_tensors()
         self.interpreter = interpreter
         inputs = {d["name"]: d for d in interpreter.get_input_details()}

@@ -44,14 +44,15 @@ log = logging.getLogger("portrait.daemon")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG = 0, 1, 2
 
-AnimatorFactory = Callable[..., AnimatorLike]  # (backend, keys=None): keys trusted for the model bundle
+# (backend, keys=None, options=None): keys trusted for the model bundle; options: each runtime's settings
+AnimatorFactory = Callable[..., AnimatorLike]
 StageFactory = Callable[[], LiveStage | None]
 
 
-def default_animator(backend: str, keys: list | None = None) -> AnimatorLike:
+def default_animator(backend: str, keys: list | None = None, options: dict | None = None) -> AnimatorLike:
     from device.pipeline import Animator  # the renderer: loads the face models and the generator once
 
-    return Animator(backend=backend, keys=keys)
+    return Animator(backend=backend, keys=keys, options=options)
 
 
 class Daemon:
@@ -370,7 +371,9 @@ class Daemon:
             self.sender.start()
         self.notifier.status("loading models")
         # A model installed by a fleet update is signed by a fleet key the updater has certified.
-        self.animator = self.animator_factory(cfg.generator.backend, keys=self.updater.trusted_keys())
+        self.animator = self.animator_factory(
+            cfg.generator.backend, keys=self.updater.trusted_keys(), options=cfg.generator.runtime_settings()
+        )
         warm_up = getattr(self.animator, "warm_up", None)
         if callable(warm_up):
             warm_up()
@@ -449,7 +452,10 @@ class Daemon:
             return
         from device.runtime import load_generator
 
-        animator.generator = load_generator(self.config.generator.backend, bundle=bundle, keys=keys)
+        generator = self.config.generator
+        animator.generator = load_generator(
+            generator.backend, bundle=bundle, keys=keys, options=generator.runtime_settings()
+        )
         self.model = model_info(animator)
 
 

@@ -187,13 +187,16 @@ def pick_backend(folder: Path, configured: str) -> str:
     return names[0]
 
 
-def check_model(folder: Path, backend: str, key: Any, latency_budget_ms: float) -> dict[str, Any]:
-    """Load the model on the runtime, run the golden vectors (against the bundle's PSNR floor), time it."""
+def check_model(
+    folder: Path, backend: str, key: Any, latency_budget_ms: float, options: dict | None = None
+) -> dict[str, Any]:
+    """Load the model on the runtime (with its configured settings, on one thread), run the golden
+    vectors (against the bundle's PSNR floor), time it."""
     from device.runtime import load_generator
 
     name = pick_backend(folder, backend)
     try:
-        stage = load_generator(name, bundle=folder, keys=[key], threads=1)
+        stage = load_generator(name, bundle=folder, keys=[key], threads=1, options=options)
     except (BadInput, PortraitError) as exc:
         raise HealthCheckFailed(str(exc)) from None
     except Exception as exc:  # a runtime that cannot load the file raises its own types

@@ -507,7 +507,8 @@ class Updater:
     def _health(self, job: JobDoc, folder: Path, key: Any) -> dict[str, Any]:
         if job.kind == "content":
             return check_content(folder)
-        return check_model(folder, self.host.config.generator.backend, key, self.cfg.latency_budget_ms)
+        generator = self.host.config.generator
+        return check_model(folder, generator.backend, key, self.cfg.latency_budget_ms, generator.runtime_settings())
 
     def apply(self, kind: str) -> None:
         """Make the running daemon use what `current` now points at."""

@@ -147,3 +147,85 @@ def test_openvino_takes_the_inference_precision_from_the_entry(bundle):
     import openvino as ov
 
     assert backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+
+
+# -- the registry: each runtime's settings model, from the daemon config to the runtime -----------
+def _runtime_threads(backend) -> int | None:
+    """The thread count the runtime itself was given (None where it cannot be read back: TFLite)."""
+    if backend.name == "onnxruntime":
+        return backend.session.get_session_options().intra_op_num_threads
+    if backend.name == "openvino":
+        return int(backend.compiled.get_property("INFERENCE_NUM_THREADS"))
+    return None
+
+
+def test_every_runtime_registers_a_settings_model_that_forbids_unknown_keys():
+    from pydantic import ValidationError
+
+    from device.runtime import RUNTIMES as REGISTERED
+    from device.runtime import config_models
+    from device.runtime.base import BackendConfig
+
+    assert ("auto", "none", *REGISTERED) == BACKENDS
+    models = config_models()
+    assert tuple(models) == REGISTERED
+    for name, model in models.items():
+        assert issubclass(model, BackendConfig), name
+        assert model().threads == 2  # today's default, for configs that do not set it
+        with pytest.raises(ValidationError, match="extra"):
+            model(thraeds=1)
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_a_per_runtime_setting_reaches_the_runtime(name):
+    stage = load_generator(name, options={name: {"threads": 1}, "unused": {"threads": 9}})
+    assert stage.backend.config.threads == 1
+    assert _runtime_threads(stage.backend) in (1, None)
+    # An explicit threads= (the update health check's) wins over the settings.
+    assert load_generator(name, options={name: {"threads": 1}}, threads=3).backend.config.threads == 3
+
+
+@pytest.mark.skipif("openvino" not in RUNTIMES, reason="OpenVINO not installed")
+def test_the_openvino_device_setting_reaches_openvino():
+    stage = load_generator("openvino", options={"openvino": {"device": "cpu", "threads": 1}})
+    assert stage.backend.config.device == "CPU"  # OpenVINO's own spelling
+    assert stage.backend.compiled.get_property("EXECUTION_DEVICES") == ["CPU"]
+
+
+@pytest.mark.skipif("onnxruntime" not in RUNTIMES, reason="ONNX Runtime not installed")
+def test_the_onnxruntime_device_setting_picks_the_providers():
+    stage = load_generator("onnxruntime", options={"onnxruntime": {"device": "cpu"}})
+    assert stage.backend.providers == ["CPUExecutionProvider"]
+
+
+def test_an_unknown_per_runtime_setting_is_refused_naming_it():
+    name = RUNTIMES[0]
+    with pytest.raises(BadInput, match=rf"generator\.{name}\.thread: unknown key"):
+        load_generator(name, options={name: {"thread": 1}})
+    with pytest.raises(BadInput, match=rf"generator\.{name}\.threads: .*greater than or equal to 1"):
+        load_generator(name, options={name: {"threads": 0}})
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_the_daemon_config_settings_reach_the_backend(tmp_path, name):
+    """[generator.<runtime>] in the config file -> the daemon's generator -> the runtime."""
+    from types import SimpleNamespace
+
+    from device.config import ConfigStore
+    from device.service.daemon import Daemon
+
+    path = tmp_path / "portrait.toml"
+    path.write_text(
+        f'[device]\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nenabled = false\n'
+        f'[generator]\nbackend = "{name}"\n[generator.{name}]\nthreads = 1\n'
+    )
+    daemon = Daemon(ConfigStore(path))
+    try:
+        daemon.animator = SimpleNamespace(generator=None)
+        daemon.apply_model(DEFAULT_BUNDLE, keys=None)
+        backend = daemon.animator.generator.backend
+        assert backend.name == name and backend.config.threads == 1
+        assert _runtime_threads(backend) in (1, None)
+    finally:
+        daemon.queue.close()
+        daemon.outbox.close()

@@ -81,6 +81,49 @@ def test_a_misspelt_generator_runtime_exits_2_naming_the_choices(tmp_path: Path)
     assert "onnxruntime, openvino, tflite" in result.stderr
 
 
+def test_portrait_serve_check_config_names_a_misspelt_runtime(tmp_path: Path) -> None:
+    """The same check through the `portrait` command that operators type."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[generator]\nbackend = "openvno"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "device.cli", "serve", "--config", str(path), "--check-config"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "generator.backend: unknown generator runtime 'openvno'" in result.stderr
+
+
+def test_each_runtime_has_its_own_settings_table() -> None:
+    from device.runtime import RUNTIMES, config_models
+
+    config = validate({"generator": {"backend": "openvino", "openvino": {"device": "gpu", "threads": 3}}}, "test")
+    assert config.generator.openvino.device == "GPU" and config.generator.openvino.threads == 3
+    settings = config.generator.runtime_settings()
+    assert tuple(settings) == RUNTIMES
+    assert settings["openvino"].threads == 3 and settings["tflite"].threads == 2  # the others keep their defaults
+    for name, model in config_models().items():
+        assert isinstance(settings[name], model)
+    # A config from before the tables (backend alone) is valid and gets the defaults.
+    assert validate({"generator": {"backend": "tflite"}}, "test").generator.tflite.threads == 2
+
+
+def test_an_unknown_per_runtime_key_exits_2_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[generator]\nbackend = "openvino"\n[generator.openvino]\ndevice = "CPU"\nthread = 2\n')
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "generator.openvino.thread: unknown key" in result.stderr
+
+
+def test_a_wrong_per_runtime_value_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"generator\.openvino\.threads: Input should be greater .* \(got 0\)"):
+        validate({"generator": {"openvino": {"threads": 0}}}, "test")
+    with pytest.raises(ConfigError, match=r"generator\.onnxruntime\.device: Input should be 'auto' or 'cpu'"):
+        validate({"generator": {"onnxruntime": {"device": "tpu"}}}, "test")
+    with pytest.raises(ConfigError, match=r"generator\.cuda: unknown key"):
+        validate({"generator": {"cuda": {"threads": 2}}}, "test")
+
+
 def test_wrong_type_exits_2_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[jobs]\nqueue_size = "many"\n')

@@ -216,7 +216,7 @@ def test_snapshot_of_the_last_clip_is_a_bounded_jpeg_of_its_frame(device: Device
     snapshot = after(device, start, lambda m: m.topic == image_topic, 15, "snapshot").payload
     assert snapshot[:3] == b"\xff\xd8\xff" and len(snapshot) <= SNAPSHOT_MAX_BYTES
     picture = cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_COLOR)
-    from device.outputs.video import read_frames
+    from device.media.video import read_frames
 
     frames = list(read_frames(done["clip"]))
     assert picture.shape == frames[0].shape  # 128x128: small clips are not scaled
