@@ -4,7 +4,9 @@ TFLite, validated and benchmarked in the same run, written as a signed model bun
     python -m export --checkpoint models/checkpoints/default.pt --out device/runtime/bundles/default \
         --photos DIR --holdout skimage:astronaut --key ~/.config/portrait/keys/bundle.key
 
-`export.pipeline.export(...)` is the same as a function (for `portrait export`).
+`export.pipeline.export(...)` is the same as a function (for `portrait export`); the command line runs it
+inside `export.quiet.third_party_output`, which keeps the libraries' own output off the terminal unless
+`--verbose`.
 """
 
 import contextlib
