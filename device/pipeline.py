@@ -107,14 +107,18 @@ def prepare_photo(
 class Animator:
     """Loads the face models and the generator once; renders any number of clips."""
 
-    def __init__(self, backend: str = "auto", threads: int = 2, keys: list | None = None) -> None:
+    def __init__(
+        self, backend: str = "auto", threads: int = 2, keys: list | None = None, options: dict | None = None
+    ) -> None:
         """`keys`: public keys trusted for the model bundle, beyond the repository's (the daemon passes
-        the fleet signing keys its updater has certified)."""
+        the fleet signing keys its updater has certified). `options`: each runtime's settings (the
+        config's generator.<runtime> tables; see device.runtime.load_generator). `threads` is the face
+        models'; the generator's threads come from its runtime's settings."""
         from device.face.analysis import FaceAnalyzer
         from device.runtime import load_generator
 
         self.analyzer = FaceAnalyzer(threads)
-        self.generator = load_generator(backend, keys=keys)
+        self.generator = load_generator(backend, keys=keys, options=options)
         self.backend = backend
         self.threads = threads
         self.segmenter = None  # loaded with the first photo
@@ -203,7 +207,7 @@ class Animator:
             drive = drive[index]
 
         track = motion_track(n_frames, request.fps, speech=speech, drive=drive, seed=request.seed)
-        renderer = Renderer(image, face, close_mouth_at_rest=speech is not None, generator=self.generator,
+        renderer = Renderer(image, face, generator=self.generator,
                             timer=timer, person_mask=person)
         height, width = image.shape[:2]
         audio = None if speech is None else speech.audio
@@ -242,7 +246,7 @@ class Animator:
 def drive_audio(path: Path, seconds: float) -> tuple[np.ndarray | None, int | None]:
     """The driving video's own sound, cut to the clip; (None, None) when it has none."""
     from device.media.audio import load_audio
-    from device.outputs.video import probe_video
+    from device.media.video import probe_video
 
     if not probe_video(path).has_audio:
         return None, None

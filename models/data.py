@@ -210,3 +210,34 @@ def build_arrays(
         "mask": np.stack([(s.mask * 255).round().astype(np.uint8) for s in samples]),
         "target": np.stack([s.target for s in samples]),
     }
+
+
+def device_inputs(
+    faces, count: int, size: int, seed: int, channels: list[str] | tuple[str, ...], augment: float = 0.5
+) -> Iterator[np.ndarray]:
+    """`count` generator inputs (CxSxS float32, uint8-exact) for a generator that owns the mouth, as the
+    device makes them at run time: each photo posed by the rig to random expressions, warped with nothing
+    painted, its repair mask, mouth opening and the photo's own face as the reference. There is no truth
+    for a posed still: these calibrate and check a quantized model against its float one."""
+    from models.talking import Sample, to_input
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        _, image, face = faces[i % len(faces)]
+        photo, moved = _augment_photo(image, face, rng, augment)
+        params = random_params(rng)
+        renderer = Renderer(photo, moved)
+        renderer.owns_mouth = True
+        targets, iris = renderer.rig.pose(params)
+        frame = renderer._warp(targets, iris, (params.blink_right, params.blink_left))
+        matrix = cropping.align_matrix(targets, size)
+        warped = cropping.extract(frame, matrix, size)
+        mask = np.clip(cropping.extract(renderer._repair_mask(targets), matrix, size), 0.0, 1.0)
+        sample = Sample(
+            warped=warped,
+            mask=np.round(mask * 255) / 255.0,
+            interior=np.round(cropping.mouth_interior(targets, matrix, size) * 255) / 255.0,
+            reference=cropping.reference(photo, moved.landmarks, size),
+            target=warped,
+        )
+        yield to_input(sample, channels).astype(np.float32)

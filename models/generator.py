@@ -1,7 +1,11 @@
 """The refinement generator: a small U-Net on the aligned face crop, built for INT8 on the edge.
 
-Inputs: one NCHW float32 tensor `crop` (1, 4, S, S), values 0..1: channels 0-2 the warped crop in RGB,
-channel 3 the repair mask (1 where the warp stretches most: the lips' inner edge and the eyes).
+Inputs: one NCHW float32 tensor `crop` (1, C, S, S), values 0..1, channels named by `INPUT_CHANNELS`
+(the bundle's contract carries the list, so the device builds what the model was trained on):
+0-2 the warped crop in RGB (nothing painted), 3 the repair mask (where the output may change: the
+whole mouth, lips and opening, and the eyes), 4 the mouth opening of this frame (inside the inner
+lips: there the warp has nothing true to show, and the generator draws teeth, tongue and the dark of
+the mouth), 5-7 the photo's own face aligned the same way (its teeth, lip colour and lids to copy).
 Output: `refined` (1, 3, S, S) RGB 0..1 = warped + mask * residual, clamped: outside the mask the
 crop passes through unchanged, so the network only has to be right where the warp fails.
 
@@ -25,10 +29,20 @@ ARCH = "unet-s2d"
 DEFAULT_WIDTHS = (48, 96, 128, 48)  # 1/4, 1/8, 1/16 resolution, 1/4-resolution head
 DEFAULT_BLOCKS = 3
 DEFAULT_S2D = 4  # space-to-depth factor at the input, depth-to-space at the output
-# The generator refines, it does not repaint: a residual past this is clipped. Unbounded, a model trained
-# on toothy smiles painted pure white over lower lips (+0.6), and INT8 could not follow it past the
-# calibrated range (30 dB against FP32 on such a crop, 45 dB on average).
-DEFAULT_RESIDUAL_LIMIT = 0.25
+INPUT_CHANNELS = (
+    "red", "green", "blue", "repair_mask", "mouth_interior", "reference_red", "reference_green", "reference_blue",
+)  # fmt: skip
+# The first generators (trained on stills, the mouth's inside painted) saw only these.
+STILL_INPUT_CHANNELS = ("red", "green", "blue", "repair_mask")
+INPUT_MEANING = (
+    "the aligned face crop after the landmark warp (nothing painted); the repair mask (where the output may "
+    "change: the whole mouth and the eyes, feathered); the mouth opening of this frame (inside the inner lips, "
+    "anti-aliased, drawn in the crop); the photo's own face aligned the same way (RGB)"
+)
+# A generator that draws the mouth's inside needs the full range there (dark cavity over pale lips, teeth
+# over a dark slot). The first one, trained on stills with the inside painted, was held to +-0.25: unbounded,
+# toothy training smiles taught it to paint lower lips white. Real talking video is the cure for that.
+DEFAULT_RESIDUAL_LIMIT = 1.0
 
 
 class ConvBNReLU(nn.Sequential):
@@ -61,12 +75,16 @@ class Generator(nn.Module):
         blocks: int = DEFAULT_BLOCKS,
         s2d: int = DEFAULT_S2D,
         residual_limit: float = DEFAULT_RESIDUAL_LIMIT,
+        inputs: tuple[str, ...] = INPUT_CHANNELS,
     ) -> None:
         super().__init__()
         w1, w2, w3, w0 = widths
         self.widths, self.blocks, self.s2d, self.residual_limit = tuple(widths), blocks, s2d, float(residual_limit)
+        self.input_channels = list(inputs)
+        if tuple(inputs) == INPUT_CHANNELS:
+            self.input_meaning = INPUT_MEANING  # the contract's text (export falls back to the still model's)
         self.trained_crop = 256
-        c0 = 4 * s2d * s2d
+        c0 = len(inputs) * s2d * s2d
         self.unshuffle = nn.PixelUnshuffle(s2d)
         self.shuffle = nn.PixelShuffle(s2d)
         self.enc1 = ConvBNReLU(c0, w1)
@@ -102,6 +120,7 @@ class Generator(nn.Module):
             "s2d": self.s2d,
             "residual_limit": self.residual_limit,
             "crop": self.trained_crop,
+            "inputs": self.input_channels,
         }
 
 
@@ -160,7 +179,7 @@ def macs(model: nn.Module, size: int = 256) -> int:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        model.eval()(torch.zeros(1, 4, size, size))
+        model.eval()(torch.zeros(1, len(getattr(model, "input_channels", STILL_INPUT_CHANNELS)), size, size))
     for handle in handles:
         handle.remove()
     return total
@@ -171,7 +190,8 @@ def load_checkpoint(path, fuse: bool = True) -> Generator:
     config = state["config"]
     if config.get("arch") != ARCH:
         raise ValueError(f"{path}: checkpoint of architecture {config.get('arch')!r}, this code builds {ARCH!r}")
-    model = Generator(tuple(config["widths"]), config["blocks"], config["s2d"], config["residual_limit"])
+    inputs = tuple(config.get("inputs", STILL_INPUT_CHANNELS))
+    model = Generator(tuple(config["widths"]), config["blocks"], config["s2d"], config["residual_limit"], inputs)
     model.load_state_dict(state["generator"])
     model.trained_crop = int(config.get("crop", 256))  # the crop size it was trained at: export's default
     model.eval()

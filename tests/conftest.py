@@ -53,3 +53,32 @@ def save_rgb(path: Path, image: np.ndarray, **options) -> Path:
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real command line, in a fresh interpreter, as a user would run it."""
     return subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def talking_clips(tmp_path_factory, astronaut) -> Path:
+    """A folder of two tiny talking clips made here (tests never read ../shared): the sample portrait
+    rendered by the device opening and closing its mouth and blinking, and its mirror image as a
+    second "person" to hold out."""
+    import cv2
+
+    from device.motion.params import FaceParams
+    from device.outputs.video import VideoWriter
+    from device.render.renderer import Renderer
+
+    folder = tmp_path_factory.mktemp("talking")
+    # 640 px: the sample face is 94 px wide at 512, under the pair tool's 96 px minimum.
+    portrait = cv2.resize(astronaut, (640, 640), interpolation=cv2.INTER_CUBIC)
+    from device.face.analysis import FaceAnalyzer
+
+    renderer = Renderer(portrait, FaceAnalyzer().analyse(portrait))
+    frames = []
+    for i in range(12):
+        jaw = max(0.0, float(np.sin(np.pi * i / 6)))
+        blink = 1.0 if i == 7 else 0.0
+        frames.append(renderer.render(FaceParams(jaw_open=jaw, blink_left=blink, blink_right=blink)))
+    for name, flip in (("speaker", False), ("mirrored", True)):
+        with VideoWriter(folder / f"{name}.mp4", 25, 640, 640, crf=16) as writer:
+            for frame in frames:
+                writer.write(np.ascontiguousarray(frame[:, ::-1]) if flip else frame)
+    return folder

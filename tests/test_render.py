@@ -101,3 +101,46 @@ def test_repair_mask_covers_lips_and_eyes_not_the_painted_mouth(renderer) -> Non
         x, y = targets[eye, :2].mean(0)
         assert mask[int(y), int(x)] > 0.9
     assert mask[5, 5] == 0.0  # far from the face
+
+
+def test_below_the_jaw_line_nothing_moves_when_the_jaw_opens(astronaut, astronaut_face) -> None:
+    """The chin drops over the neck and collar; they stay as they were (no clothes moving with the jaw)."""
+    renderer = Renderer(astronaut, astronaut_face)
+    frame = renderer.render(FaceParams(jaw_open=1.0))
+    chin = astronaut_face.landmarks[topo.CHIN_TIP, :2]
+    targets, _ = renderer.rig.pose(FaceParams(jaw_open=1.0))
+    dropped = targets[topo.CHIN_TIP, 1] - chin[1]
+    assert dropped > 0.05 * renderer.rig.unit  # the chin really moved down
+    unit = renderer.rig.unit
+    below = (slice(int(targets[topo.CHIN_TIP, 1] + 0.2 * unit), astronaut.shape[0]),
+             slice(int(chin[0] - unit), int(chin[0] + unit)))  # fmt: skip
+    assert np.abs(frame[below].astype(int) - astronaut[below].astype(int)).max() <= 1
+    # Between the old and the new chin the chin itself now shows: those pixels did change.
+    between = (slice(int(chin[1] + 2), int(targets[topo.CHIN_TIP, 1] - 2)), slice(int(chin[0] - 5), int(chin[0] + 5)))
+    assert np.abs(frame[between].astype(int) - astronaut[between].astype(int)).mean() > 2
+
+
+def test_a_smiling_photo_keeps_its_smile_at_rest_and_closes_while_speaking(analyzer, astronaut, astronaut_face):
+    """Without speech the photo's own toothy smile stays; `mouth_close` (the speech envelope) closes the
+    lips, and the corners of the smile stay where they are."""
+    renderer = Renderer(astronaut, astronaut_face)
+    rest = measured(analyzer, renderer.render(FaceParams()))
+    assert abs(topo.mouth_opening(rest) - topo.mouth_opening(astronaut_face.landmarks)) < 0.03
+    speaking = renderer.render(FaceParams(mouth_close=1.0))
+    closed = measured(analyzer, speaking)
+    assert topo.mouth_opening(closed) < 0.1
+    corners = list(topo.MOUTH_CORNERS)
+    moved = np.linalg.norm(closed[corners, :2] - astronaut_face.landmarks[corners, :2], axis=1)
+    assert moved.max() < 0.08 * renderer.rig.unit
+
+
+def test_a_speech_track_closes_the_rest_mouth_only_while_speaking() -> None:
+    from device.motion.speech import TimedPhone
+    from device.motion.visemes import speech_track
+
+    phones = [TimedPhone(0.5, 0.7, "a", "aa"), TimedPhone(0.7, 0.8, "p", "PP"), TimedPhone(1.5, 1.7, "e", "E")]
+    track = speech_track(phones, 25, 75)
+    close = track[:, 4]
+    assert close[0] == 0 and close[-1] == 0  # before and after: the photo's own mouth
+    assert (close[int(0.75 * 25) : int(1.45 * 25)] > 0.99).all()  # through the pause between words too
+    assert np.all(np.diff(close[: int(0.6 * 25)]) >= 0)  # it closes smoothly, no jump

@@ -1,5 +1,6 @@
-"""The training command end to end on a tiny run: checkpoint, loss log and held-out table come out,
-the same seed gives the same weights, and the verdict needs every held-out face to be better."""
+"""The training command end to end on a tiny run from talking clips: checkpoint, loss log and held-out
+table come out, the same seed gives the same weights, a run resumes, and the verdict needs every held-out
+clip to be better."""
 
 from __future__ import annotations
 
@@ -10,81 +11,87 @@ import pytest
 import torch
 
 from models import train
+from models.generator import INPUT_CHANNELS, load_checkpoint
 
-TINY = [
-    "--photos",
-    "skimage:astronaut",
-    "--holdout",
-    "skimage:astronaut",
-    "--samples",
-    "3",
-    "--eval-samples",
-    "2",
-    "--size",
-    "64",
-    "--patch",
-    "32",
-    "--batch",
-    "2",
-    "--steps",
-    "3",
-    "--adv",
-    "0.02",
-    "--adv-start",
-    "0.3",
-]
+TINY = ["--holdout", "mirrored", "--pairs", "3", "--eval-pairs", "2", "--size", "64", "--patch", "32",
+        "--batch", "2", "--steps", "3", "--adv", "0.02", "--adv-start", "0.3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, talking_clips):
     root = tmp_path_factory.mktemp("train")
     cache = root / "cache"
     runs = []
     for name in ("a", "b"):
         out = root / name / "default.pt"
-        assert train.main([*TINY, "--cache", str(cache), "--out", str(out)]) == 0
+        assert train.main(["--clips", str(talking_clips), *TINY, "--cache", str(cache), "--out", str(out)]) == 0
         runs.append(out)
     return runs
 
 
+@pytest.mark.slow
 def test_a_run_writes_checkpoint_state_log_and_evaluation(trained):
     out = trained[0]
     assert out.is_file() and out.with_suffix(".state").is_file()
     log = out.with_suffix(".log.csv").read_text().splitlines()
     assert log[0] == "step,seconds,l1,ssim,adv_g,d,lr" and len(log) == 1 + 3
     evaluation = json.loads(out.with_suffix(".eval.json").read_text())
-    assert evaluation["samples"] == 2 and evaluation["held_out_faces"] == ["skimage:astronaut#0"]
-    assert set(evaluation["warp"]) == {"psnr", "ssim", "psnr_mask", "ssim_mask"}
+    assert evaluation["samples"] == 2 and evaluation["held_out_clips"] == ["mirrored"]
+    assert evaluation["train_clips"] == ["speaker"]
+    assert set(evaluation["painted"]) == set(train.MEASURES)
+    model = load_checkpoint(out)
+    assert model.input_channels == list(INPUT_CHANNELS) and model.trained_crop == 64
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_weights(trained):
     a, b = (torch.load(p, weights_only=True)["generator"] for p in trained)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_verdict_needs_every_held_out_face_to_be_better():
-    class PlusOnFirstFace(torch.nn.Module):  # brings the first face's crops to their target, not the second's
-        def __init__(self, targets):
-            super().__init__()
-            self.targets = targets
+@pytest.mark.slow
+def test_a_run_resumes_where_it_stopped(trained, talking_clips, tmp_path, capsys):
+    """A run's state file lets a longer run continue from its last step, appending to its loss log."""
+    cache = trained[0].parent.parent / "cache"
+    out = tmp_path / "split" / "g.pt"
+    args = ["--clips", str(talking_clips), *TINY, "--cache", str(cache), "--out", str(out)]
+    assert train.main(args) == 0
+    assert train.main([*args, "--steps", "5", "--resume"]) == 0
+    assert "resumed at step 3" in capsys.readouterr().out
+    assert torch.load(out, weights_only=True)["trained_steps"] == 5
+    steps = [line.split(",")[0] for line in out.with_suffix(".log.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4", "5"]
+
+
+def test_bad_input_exits_2(tmp_path, talking_clips, capsys):
+    assert train.main(["--clips", str(tmp_path / "missing"), "--out", str(tmp_path / "g.pt")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    args = ["--clips", str(talking_clips), "--holdout", "speaker", "mirrored", "--out", str(tmp_path / "g.pt")]
+    assert train.main(args) == 2
+    assert "every clip" in capsys.readouterr().err
+
+
+def test_the_verdict_needs_every_held_out_clip_to_be_better():
+    """A model that brings only the first clip's pairs to their truth does not pass."""
+    rng = np.random.default_rng(0)
+    size = 32
+    warped = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    target = np.clip(warped.astype(int) + rng.integers(-20, 21, warped.shape), 0, 255).astype(np.uint8)
+    mask = np.full((4, size, size), 255, np.uint8)
+    arrays = {"warped": warped, "target": target, "mask": mask, "interior": np.zeros_like(mask),
+              "reference": warped.copy(), "painted": warped.copy()}  # fmt: skip
+
+    class FixesFirstClip(torch.nn.Module):
+        input_channels = INPUT_CHANNELS
 
         def forward(self, x):
-            for target in self.targets:
-                if torch.equal(x[0, 3], target[3]):
-                    return target[None, :3]
+            for i in (0, 2):  # pairs of the first clip: i % 2 == 0
+                if torch.allclose(x[0, :3], torch.from_numpy(warped[i].transpose(2, 0, 1) / 255.0).float()):
+                    return torch.from_numpy(target[i].transpose(2, 0, 1) / 255.0).float()[None]
             return x[:, :3]
 
-    rng = np.random.default_rng(0)
-    warped = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    target = np.clip(warped.astype(int) + rng.integers(-20, 21, warped.shape), 0, 255).astype(np.uint8)
-    masks = rng.integers(1, 256, (4, 32, 32), dtype=np.uint8)
-    arrays = {"warped": warped, "target": target, "mask": masks}
-    # Samples 0 and 2 show face "a" (i % 2), 1 and 3 face "b": the stand-in fixes face "a" only.
-    fixed = [torch.cat([torch.from_numpy(target[i].transpose(2, 0, 1) / 255.0).float(),
-                        torch.from_numpy(masks[i] / 255.0).float()[None]]) for i in (0, 2)]  # fmt: skip
-    result = train.evaluate(PlusOnFirstFace(fixed), arrays, ["a", "b"])
-    assert result["generator"]["psnr"] > result["warp"]["psnr"]  # better on average
-    assert result["per_face"]["a"]["beats_warp_only"] and not result["per_face"]["b"]["beats_warp_only"]
-    assert result["beats_warp_only"] is False
-    assert "not better on every measure for: b" in train.format_table(result)
+    result = train.evaluate(FixesFirstClip(), arrays, ["first", "second"])
+    assert result["per_clip"]["first"]["beats_painted"] and not result["per_clip"]["second"]["beats_painted"]
+    assert not result["beats_painted"]
+    assert "not better for: second" in train.format_table(result)

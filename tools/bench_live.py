@@ -36,7 +36,7 @@ def _performer(path: Path, frames: int = 100, size: int = 512) -> None:
     from device.render.renderer import Renderer
 
     image = np.ascontiguousarray(data.astronaut())
-    renderer = Renderer(image, FaceAnalyzer().analyse(image), close_mouth_at_rest=True)
+    renderer = Renderer(image, FaceAnalyzer().analyse(image))
     with VideoWriter(path, 25, size, size) as writer:
         for i in range(frames):
             params = FaceParams(jaw_open=max(0.0, float(np.sin(i / 6))), head_yaw=5 * float(np.sin(i / 20)))

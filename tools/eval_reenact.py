@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Reenactment:
 
 
 def read_frames(path: Path, limit: int) -> list[np.ndarray]:
-    from device.outputs.video import read_frames as frames
+    from device.media.video import read_frames as frames
 
     out = []
     for frame in frames(path):
@@ -92,7 +93,34 @@ def face_box(landmarks: np.ndarray, shape: tuple[int, ...], scale: float = 1.3) 
     return (int(x0), int(y0), x1, y1) if x1 - x0 > 8 and y1 - y0 > 8 else None
 
 
-def evaluate(clip: Path, judge: Judge, work: Path, backend: str, limit: int, repo: Path = REPO) -> Reenactment:
+def render_drive(
+    photo: Path, clip: Path, fps: int, size: int, frames: int, backend: str, out: Path, repo: Path = REPO
+) -> float:
+    """`portrait animate PHOTO --drive CLIP` with the checkout ``repo`` into ``out``; the seconds it took.
+
+    RuntimeError with the command's last line of stderr when it fails.
+    """
+    command = [
+        sys.executable, "-m", "device.cli", "animate", str(photo), "--drive", str(clip), "--fps", str(fps),
+        "--size", str(size), "--seconds", f"{frames / fps:.6f}", "--backend", backend, "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    if repo == REPO:
+        command.append("--no-drive-audio")  # older checkouts dropped the driver's sound anyway
+    return run_animate(command, repo)
+
+
+def run_animate(command: list[str], repo: Path = REPO) -> float:
+    """Run a `portrait animate` command line in the checkout ``repo``; the seconds it took."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=repo)
+    if done.returncode != 0:
+        message = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise RuntimeError(f"portrait animate failed (exit {done.returncode}): {message}")
+    return time.perf_counter() - started
+
+
+def clip_and_portrait(clip: Path, work: Path, limit: int) -> tuple[Any, int, list[np.ndarray], Path]:
+    """(probe info, fps, the real frames, the first frame saved as the portrait) of a self-reenactment."""
     from PIL import Image
 
     info = probe(clip)
@@ -100,23 +128,16 @@ def evaluate(clip: Path, judge: Judge, work: Path, backend: str, limit: int, rep
     real = read_frames(clip, limit)
     if len(real) < 2:
         raise BadInput(f"video {clip}: needs at least 2 frames")
-    clip = clip.resolve()
     photo = work / f"{clip.stem}.png"
-    Image.fromarray(first_frame(clip)).save(photo)
+    Image.fromarray(first_frame(clip.resolve())).save(photo)
+    return info, fps, real, photo
+
+
+def evaluate(clip: Path, judge: Judge, work: Path, backend: str, limit: int, repo: Path = REPO) -> Reenactment:
+    info, fps, real, photo = clip_and_portrait(clip, work, limit)
+    clip = clip.resolve()
     out = work / f"{clip.stem}.render.mp4"
-    command = [
-        sys.executable, "-m", "device.cli", "animate", str(photo), "--drive", str(clip), "--fps", str(fps),
-        "--size", str(max(info.width, info.height)), "--seconds", f"{len(real) / fps:.6f}", "--backend", backend,
-        "--out", str(out), "--quiet",
-    ]  # fmt: skip
-    if repo == REPO:
-        command.append("--no-drive-audio")  # older checkouts dropped the driver's sound anyway
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=repo)
-    if done.returncode != 0:
-        message = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise RuntimeError(f"portrait animate failed (exit {done.returncode}): {message}")
-    render_s = time.perf_counter() - started
+    render_s = render_drive(photo, clip, fps, max(info.width, info.height), len(real), backend, out, repo)
     rendered = read_frames(out, len(real))
     n = min(len(real), len(rendered))
     real_track, render_track = judge.track(real[:n]), judge.track(rendered[:n])

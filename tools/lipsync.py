@@ -38,8 +38,8 @@ def evaluate(
 ) -> LipSyncReport:
     from device import assets
     from device.face import topology as topo
-    from device.motion.visemes import mouth_track, openness
-    from device.outputs.video import read_frames
+    from device.media.video import read_frames
+    from device.motion.visemes import mouth_track, openness, speaking_envelope
     from device.pipeline import AnimateRequest, Animator
 
     animator = Animator(backend=backend)
@@ -50,12 +50,17 @@ def evaluate(
         result = animator.animate(request)
         speech = animator.prepare_speech(request)
         expected = openness(mouth_track(speech.phones, fps, result.frames))
+        speaking = speaking_envelope(speech.phones, fps, result.frames)
         measured, previous = [], None
         for frame in read_frames(out):
             previous = analyzer.track(frame, previous)
             measured.append(np.nan if previous is None else topo.mouth_opening(previous))
     measured = np.array(measured)
+    # Before and after the speech the portrait shows its own mouth (a smile with teeth stays one): the
+    # viseme track speaks for the frames in between.
     valid = ~np.isnan(measured)
+    valid[: len(speaking)] &= speaking[: len(valid)] >= 0.99
+    valid[len(speaking) :] = False
     r = float(np.corrcoef(measured[valid], expected[valid])[0, 1])
     n = min(len(measured), len(expected))
     open_frames = np.zeros(len(measured), bool)

@@ -26,13 +26,17 @@ import numpy as np
 
 from device.errors import BadInput
 from device.motion.params import FaceParams
+from device.runtime import RUNTIMES
 
-# Poses where the warp is weakest: an open and a wide-open mouth, closing eyelids, a glance aside.
+# Poses where the warp is weakest: open vowels (the mouth's inside: teeth, tongue, the dark of the mouth),
+# a smile with teeth, lips pressed for m/b/p, closing eyelids, a glance aside.
 POSES: dict[str, FaceParams] = {
     "rest": FaceParams(),
-    "speaking": FaceParams(jaw_open=0.5, lip_round=0.3),
-    "wide open": FaceParams(jaw_open=1.0, smile=0.3),
-    "blink": FaceParams(blink_left=0.8, blink_right=0.8),
+    "oh": FaceParams(jaw_open=0.5, lip_round=0.6),
+    "aa": FaceParams(jaw_open=1.0),
+    "smile ee": FaceParams(jaw_open=0.35, lip_wide=1.0, smile=0.8),
+    "m/b/p": FaceParams(jaw_open=0.3, lip_press=1.0, mouth_close=1.0),
+    "blink": FaceParams(blink_left=0.9, blink_right=0.9),
     "glance": FaceParams(gaze_x=0.8, jaw_open=0.3),
 }
 CELL = 256  # px per image in the sheet
@@ -47,6 +51,18 @@ def _face_box(face, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     pts = face.landmarks[:, :2]
     centre = (pts.min(0) + pts.max(0)) / 2
     half = float((pts.max(0) - pts.min(0)).max()) * 0.62
+    x0, y0 = (np.maximum(centre - half, 0)).astype(int)
+    x1, y1 = int(min(centre[0] + half, shape[1])), int(min(centre[1] + half, shape[0]))
+    return x0, y0, x1, y1
+
+
+def _mouth_box(face, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A square around the mouth, twice its width: where a visitor looks when the portrait speaks."""
+    from device.face import topology as topo
+
+    lips = face.landmarks[topo.LIPS_OUTER_UPPER + topo.LIPS_OUTER_LOWER, :2]
+    centre = (lips.min(0) + lips.max(0)) / 2 + np.array([0.0, 0.15 * np.ptp(lips[:, 0])])
+    half = float(np.ptp(lips[:, 0]))
     x0, y0 = (np.maximum(centre - half, 0)).astype(int)
     x1, y1 = int(min(centre[0] + half, shape[1])), int(min(centre[1] + half, shape[0]))
     return x0, y0, x1, y1
@@ -70,7 +86,7 @@ def render_sheet(
     stage = load_generator(backend, bundle=bundle, threads=threads)
     if stage is None:
         raise BadInput(
-            f"review: --backend {backend} loads no generator; name a runtime (onnxruntime, openvino, tflite)"
+            f"review: --backend {backend} loads no generator; name a runtime ({', '.join(RUNTIMES)})"
         )
     analyzer = FaceAnalyzer(threads)
     rows, stats = [], []
@@ -78,19 +94,21 @@ def render_sheet(
         photo, face, _ = prepare_photo(analyzer, image, size=size)
         warp_only = Renderer(photo, face)
         refined = Renderer(photo, face, generator=stage)
-        box = _face_box(face, photo.shape)
+        box, mouth = _face_box(face, photo.shape), _mouth_box(face, photo.shape)
         for pose, params in POSES.items():
             a, b = warp_only.render(params), refined.render(params)
             diff = np.clip(np.abs(a.astype(np.int16) - b.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
             label = np.full((CELL, LABEL, 3), 255, np.uint8)
             for k, text in enumerate((Path(name).name.split("#")[0][:18], pose)):
                 cv2.putText(label, text, (6, 24 + 22 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-            rows.append(np.concatenate([label, _cell(a, box), _cell(b, box), _cell(diff, box)], axis=1))
+            cells = [_cell(a, box), _cell(b, box), _cell(diff, box), _cell(a, mouth), _cell(b, mouth)]
+            rows.append(np.concatenate([label, *cells], axis=1))
             stats.append(
                 {"photo": name, "pose": pose, "mean_change": round(float(np.abs(a.astype(float) - b).mean()), 3)}
             )
     header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
-    for j, text in enumerate(("warp alone", "warp + generator", "difference x4")):
+    titles = ("warp alone", "warp + generator", "difference x4", "mouth: warp alone", "mouth: generator")
+    for j, text in enumerate(titles):
         cv2.putText(header, text, (LABEL + j * CELL + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([header, *rows], axis=0), stats
 
@@ -132,7 +150,7 @@ def load_verdict(checkpoint: str | Path) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.review", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default=None, help="model bundle (default: the installed one)")
-    p.add_argument("--backend", default="openvino", choices=("onnxruntime", "openvino", "tflite"))
+    p.add_argument("--backend", default="openvino", choices=RUNTIMES)
     p.add_argument("--photos", nargs="+", default=["skimage:astronaut"], help="faces to review (held-out ones)")
     p.add_argument("--size", type=int, default=512, help="longest side the faces are rendered at (default: 512)")
     p.add_argument("--out", default="review.png")

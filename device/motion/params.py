@@ -30,6 +30,9 @@ class FaceParams:
     gaze_y: float = 0.0  # -1 .. 1, positive looks down
     head_x: float = 0.0  # head shift, in eye distances; positive toward image right
     head_y: float = 0.0  # positive down
+    # 0 .. 1: the lips brought together from the photo's own rest (a smile with teeth) while speaking;
+    # the smile itself stays, and at 0 the photo's own mouth comes back.
+    mouth_close: float = 0.0
 
     def as_array(self) -> np.ndarray:
         return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float32)
@@ -44,3 +47,5 @@ class FaceParams:
 
 
 MOUTH_CHANNELS = ("jaw_open", "lip_round", "lip_wide", "lip_press")
+# Speech tracks carry these too: the mouth shapes, then how closed the photo's rest mouth is held.
+SPEECH_CHANNELS = (*MOUTH_CHANNELS, "mouth_close")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from device.motion.idle import COLUMN, IdleMotion
-from device.motion.params import MOUTH_CHANNELS, FaceParams
+from device.motion.params import SPEECH_CHANNELS, FaceParams
 from device.motion.speech import Speech
 
 # While speaking people move their head more, with the rhythm of the speech.
@@ -26,10 +26,10 @@ def motion_track(
     if drive is not None:
         track = drive[:n_frames].astype(np.float32).copy()
     if speech is not None:
-        from device.motion.visemes import mouth_track
+        from device.motion.visemes import speech_track
 
-        mouth = mouth_track(speech.phones, fps, n_frames)
-        for channel, name in enumerate(MOUTH_CHANNELS):
+        mouth = speech_track(speech.phones, fps, n_frames)
+        for channel, name in enumerate(SPEECH_CHANNELS):
             track[:, COLUMN[name]] = mouth[:, channel]
         if drive is None:
             energy = _energy(speech, fps, n_frames)

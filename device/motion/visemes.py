@@ -82,6 +82,8 @@ SPEECH_LEAD_S = 0.04
 # Raised-cosine ramp widths (s) into and out of a lip closure and a silence.
 CLOSURE_RAMP = 0.07
 SILENCE_RAMP = 0.12
+# How long a resting smile takes to close as speech starts and to come back after it.
+SPEAKING_RAMP = 0.3
 # Pauses shorter than this between sounds do not force the mouth shut (a comma, a breath in a word).
 MIN_CLOSED_PAUSE = 0.1
 # Where a diphthong or other glide moves from its first shape to its second.
@@ -403,6 +405,28 @@ def mouth_track(phones: list[TimedPhone], fps: float, n_frames: int, lead_s: flo
                 # The ramps straddle the pause's ends: the mouth starts opening just before speech.
                 track *= _closure(times, start, end, SILENCE_RAMP, fps)[:, None]
     return np.clip(track, 0.0, 1.0).astype(np.float32)
+
+
+def speaking_envelope(
+    phones: list[TimedPhone], fps: float, n_frames: int, lead_s: float = SPEECH_LEAD_S
+) -> np.ndarray:
+    """Per frame 0..1: 1 from just before the first sound to just after the last, 0 outside.
+
+    It drives `mouth_close`: while speaking, a photo that rests with parted lips (a smile with teeth)
+    closes them in pauses and on m/b/p like any mouth, and gets its own mouth back when it is done."""
+    times = np.arange(max(int(n_frames), 0), dtype=np.float64) / fps + lead_s
+    spoken = [(float(p.start), float(p.end)) for p in phones
+              if p.viseme != "sil" and np.isfinite(p.start) and np.isfinite(p.end) and p.end > p.start]  # fmt: skip
+    if not spoken or not len(times):
+        return np.zeros(len(times), np.float32)
+    start, end = min(s for s, _ in spoken), max(e for _, e in spoken)
+    return (1.0 - _closure(times, start, end, SPEAKING_RAMP, fps)).astype(np.float32)
+
+
+def speech_track(phones: list[TimedPhone], fps: float, n_frames: int, lead_s: float = SPEECH_LEAD_S) -> np.ndarray:
+    """(n_frames, 5) in SPEECH_CHANNELS order: the mouth track and the speaking envelope."""
+    mouth = mouth_track(phones, fps, n_frames, lead_s)
+    return np.column_stack([mouth, speaking_envelope(phones, fps, n_frames, lead_s)]).astype(np.float32)
 
 
 def openness(track: np.ndarray) -> np.ndarray:

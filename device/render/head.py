@@ -19,7 +19,8 @@ from device.face import topology as topo
 from device.render.warp import smoothstep
 
 # Down the neck, in face heights below the chin: full head motion above NECK_TOP, none below NECK_BOTTOM.
-NECK_TOP, NECK_BOTTOM = 0.1, 0.6
+# A real head nods and turns on the upper neck: a collar a third of a face below the chin stays put.
+NECK_TOP, NECK_BOTTOM = 0.05, 0.35
 NECK_HALF_WIDTH = 0.3  # in face widths: the neck column that bends with the head
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 

@@ -1,5 +1,6 @@
-"""Render one frame: rig(params) -> target landmarks -> dense warp of the face region -> mouth
-interior -> generator (when a model is loaded) -> the full frame.
+"""Render one frame: rig(params) -> target landmarks -> dense warp of the face region (the jaw moves
+over a still neck) -> mouth interior (painted, or the generator's) -> generator (when a model is
+loaded) -> the whole head's motion -> the full frame.
 
 The source photo is analysed once; a frame costs two small spline fits, one remap of the face
 region and a few small paints, which is what makes real time possible on a Pi-class CPU.
@@ -24,6 +25,9 @@ from device.timing import StageTimer
 REGION_SCALE = 1.9  # the warped region around the face, relative to the face's size
 FACE_ELLIPSE_SCALE = 1.12  # inside this (relative to the face oval) the warp is at full strength
 BORDER_ANCHORS = 7  # zero-motion anchors per region side keep the spline calm far from the face
+# Below the jaw line the neck and clothes stay still: this far below it (in eye distances), feathered.
+JAW_MARGIN = 0.04
+JAW_FEATHER = 0.04
 # Two maps, split along the inner lower lip and the lower eyelids: the upper map knows the upper lip
 # and upper lids but not the lower ones, the lower map the reverse.
 _LOWER_LIDS = set(topo.RIGHT_EYE_LOWER[1:-1] + topo.LEFT_EYE_LOWER[1:-1])
@@ -41,11 +45,18 @@ def mouth_interior(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 class GeneratorStage(Protocol):
     """The seam for the trained generator (see device/runtime): it refines the warped frame where the
-    warp stretched or painted, given this frame's landmarks and a repair mask over the frame."""
+    warp stretched (or left the mouth's inside to it), given this frame's landmarks and a repair mask
+    over the frame. `prepare` is called once per photo (what the generator keeps of the photo itself,
+    e.g. its own teeth and lip colour) and its result is passed back to every `refine`."""
 
     name: str
+    owns_mouth: bool  # True: it draws the open mouth's inside and the lids itself, nothing is painted
 
-    def refine(self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray) -> np.ndarray: ...
+    def prepare(self, image: np.ndarray, landmarks: np.ndarray) -> object: ...
+
+    def refine(
+        self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray, context: object = None
+    ) -> np.ndarray: ...
 
 
 class Renderer:
@@ -70,7 +81,10 @@ class Renderer:
         self.source_iris = None if face.iris is None else face.iris.reshape(-1, 2).astype(np.float32)
         self.rest_open = bool(not close_mouth_at_rest)
         self.head = None if person_mask is None else HeadMotion(self.image, face.landmarks, person_mask)
+        self.owns_mouth = bool(generator is not None and getattr(generator, "owns_mouth", False))
+        self.generator_context = None if generator is None else generator.prepare(self.image, self.source)
         self._set_region()
+        self._set_jaw_line()
 
     def _set_region(self) -> None:
         height, width = self.image.shape[:2]
@@ -102,6 +116,33 @@ class Renderer:
         # The lower-lip map must also be faded where it hands over to the main map.
         self.face_centre = centre
 
+    def _set_jaw_line(self) -> None:
+        """The face outline below the mouth, ear to ear through the chin: below it nothing moves."""
+        local = self.rig.local
+        lowest = float(local[topo.FACE_OVAL, 1].max())
+        mouth_y = float(self.rig.mouth_centre[1])
+        jaw = [i for i in topo.FACE_OVAL if local[i, 1] > mouth_y - 0.25 * (lowest - mouth_y)]
+        self.jaw_line = sorted(jaw, key=lambda i: float(local[i, 0]))
+        self.jaw_margin = JAW_MARGIN * self.rig.unit
+        self.jaw_feather = max(1.0, JAW_FEATHER * self.rig.unit)
+
+    def below_jaw(self, targets: np.ndarray) -> tuple[int, np.ndarray]:
+        """(first row, mask) over the warp region from that row down: 1 below both this frame's jaw
+        line and the photo's, feathered. There the neck and clothes stay as they are; the chin moves
+        over them, and where it rises it uncovers what the warp stretches from below."""
+        warp = self.warp
+        down = self.rig.axis_y
+        shift = np.array([warp.x0, warp.y0], np.float64)
+        now, rest = targets[self.jaw_line, :2] - shift, self.source[self.jaw_line].astype(np.float64) - shift
+        lower = np.where(((now - rest) @ down > 0)[:, None], now, rest) + self.jaw_margin * down
+        reach = 2.0 * (warp.width + warp.height)
+        polygon = np.concatenate([[lower[0] + reach * down], lower, [lower[-1] + reach * down]])
+        top = int(np.clip(np.floor(lower[:, 1].min() - 3 * self.jaw_feather), 0, warp.height))
+        band = np.zeros((warp.height - top, warp.width), np.float32)
+        local = np.round((polygon - np.array([0.0, top])) * 16).astype(np.int32)
+        cv2.fillPoly(band, [local], 1.0, lineType=cv2.LINE_AA, shift=4)
+        return top, cv2.GaussianBlur(band, (0, 0), self.jaw_feather)
+
     # ------------------------------------------------------------------------------------------
     def render(self, params: FaceParams) -> np.ndarray:
         timer = self.timer
@@ -116,12 +157,13 @@ class Renderer:
                 iris = None if iris is None else apply(back, iris)
         with timer.stage("warp"):
             frame = self._warp(targets, iris, (params.blink_right, params.blink_left))
-        with timer.stage("mouth"):
-            self._paint(frame, targets, params)
+        if not self.owns_mouth:
+            with timer.stage("mouth"):
+                self._paint(frame, targets, params)
         if self.generator is not None:
             with timer.stage("generator"):
                 mask = self._repair_mask(targets)
-                frame = self.generator.refine(frame, targets, mask)
+                frame = self.generator.refine(frame, targets, mask, self.generator_context)
         if motion is not None and self.head is not None:
             with timer.stage("head"):
                 frame = self.head.compose(frame, motion)
@@ -154,6 +196,8 @@ class Renderer:
         lower = warp.upsample(coarse_lower)
         offsets = upper + (lower - upper) * below[..., None]
         offsets *= self.falloff[..., None]
+        top, neck = self.below_jaw(targets)
+        offsets[top:] *= (1.0 - neck)[..., None]
         region = warp.remap(self.image, offsets)
         with self.timer.stage("composite"):
             # The falloff leaves the region border untouched, so a plain paste has no seam.
@@ -205,7 +249,8 @@ class Renderer:
         region = frame[warp.y0 : warp.y0 + warp.height, warp.x0 : warp.x0 + warp.width]
         offset = (warp.x0, warp.y0)
         opening = topo.mouth_opening(targets)
-        rest = topo.mouth_opening(self.source) if self.rest_open else 0.0
+        closed = 1.0 if not self.rest_open else float(np.clip(params.mouth_close, 0.0, 1.0))
+        rest = topo.mouth_opening(self.source) * (1.0 - closed)
         # Paint only the opening the photo does not already show (a smile's own teeth stay real).
         strength = float(np.clip((opening - rest - 0.01) / 0.06, 0.0, 1.0))
         self.painter.paint(region, targets, offset, strength)
@@ -214,14 +259,21 @@ class Renderer:
             paint_lash_line(region, targets[lower, :2], offset, strength)
 
     def _repair_mask(self, targets: np.ndarray) -> np.ndarray:
-        """Where the generator should work: the lips' inner edge and the eyes, softly.
+        """Where the generator may change the frame, softly: the eyes and the mouth.
 
-        The mouth interior itself is left out: it is the painter's (or the photo's own teeth), and a
-        generator trained on a few smiling faces only knows how to fill it with pale teeth."""
+        A generator that owns the mouth gets all of it, lips and inside. One that does not gets only the
+        lips' inner edge: the inside is the painter's (or the photo's own teeth), and the old generator,
+        trained on a few smiling stills, only knew how to fill it with pale teeth."""
         size = max(3, int(self.rig.unit * 0.15) | 1)
         kernel = np.ones((size, size), np.uint8)
         mouth = mouth_interior(targets, self.image.shape)
-        mask = (cv2.dilate(mouth, kernel) - cv2.erode(mouth, kernel)).astype(np.float32)
+        if self.owns_mouth:
+            mask = mouth.astype(np.float32)
+            outer = topo.LIPS_OUTER_UPPER + topo.LIPS_OUTER_LOWER[::-1]
+            cv2.fillPoly(mask, [np.round(targets[outer, :2]).astype(np.int32)], 1.0)
+            mouth = np.zeros_like(mouth)
+        else:
+            mask = (cv2.dilate(mouth, kernel) - cv2.erode(mouth, kernel)).astype(np.float32)
         for eye in (targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1]],
                     targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1]]):  # fmt: skip
             cv2.fillPoly(mask, [np.round(eye[:, :2]).astype(np.int32)], 1.0)

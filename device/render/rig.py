@@ -125,11 +125,12 @@ class FaceRig:
         centre_x = self.mouth_centre[0]
         width = self.mouth_width
 
-        if self.close_mouth_at_rest:
+        close = 1.0 if self.close_mouth_at_rest else float(np.clip(params.mouth_close, 0.0, 1.0))
+        if close > 0:
             # Bring an open mouth (a smile with teeth) to a closed rest: the lower lip and jaw rise
-            # more than the upper lip falls, as when a mouth closes.
-            upper_move = 0.4 * self.rest_gap
-            lower_move = 0.6 * self.rest_gap
+            # more than the upper lip falls, as when a mouth closes. The corners stay: the smile does.
+            upper_move = 0.4 * close * self.rest_gap
+            lower_move = 0.6 * close * self.rest_gap
             local[self.inner_upper, 1] += upper_move
             local[self.outer_upper, 1] += 0.7 * upper_move
             local[self.inner_lower, 1] -= lower_move

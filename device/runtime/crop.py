@@ -53,3 +53,20 @@ def extract(image: np.ndarray, matrix: np.ndarray, size: int, interpolation: int
 
 def invert(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)
+
+
+def mouth_interior(landmarks: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """SxS float32 0..1: the mouth opening (inside the inner lips) of `landmarks`, drawn in the crop
+    with sub-pixel, anti-aliased edges. Drawn in the crop, not cut from a frame-sized mask: cheaper,
+    and the same whatever the frame's size."""
+    points = np.asarray(landmarks, np.float64)[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+    polygon = topo.inner_mouth_polygon(points)[:, :2]
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    return mask
+
+
+def reference(image: np.ndarray, landmarks: np.ndarray, size: int, template: dict | None = None) -> np.ndarray:
+    """The photo's own face, aligned like every frame's crop (SxSx3 uint8): what the generator copies
+    the person's teeth, lip colour and eyes from."""
+    return extract(image, align_matrix(landmarks, size, template), size)

@@ -19,6 +19,9 @@ from device.runtime.bundle import Bundle, psnr
 MASK_EPSILON = 1.0 / 255.0
 
 
+REFERENCE = ("reference_red", "reference_green", "reference_blue")
+
+
 class BundleGenerator:
     def __init__(self, bundle: Bundle, backend: Backend) -> None:
         self.bundle, self.backend = bundle, backend
@@ -26,7 +29,15 @@ class BundleGenerator:
         contract = bundle.contract
         self.size = int(contract["crop_size"])
         self.template = contract.get("alignment", {}).get("template", cropping.DEFAULT_TEMPLATE)
-        self.channels = int(contract["inputs"][0]["shape"][1])
+        spec = contract["inputs"][0]
+        self.channels = int(spec["shape"][1])
+        names = list(spec.get("channels", ["red", "green", "blue", "repair_mask"]))
+        known = {"red", "green", "blue", "repair_mask", "mouth_interior", *REFERENCE}
+        if len(names) != self.channels or not set(names) <= known or names[:3] != ["red", "green", "blue"]:
+            raise PortraitError(f"generator {self.name}: input channels {names} are not ones this device can build")
+        self.input_names = names
+        # A bundle that is shown the mouth's opening draws its inside (and the lids) itself.
+        self.owns_mouth = "mouth_interior" in names
         self.golden_psnr = None
 
     def health_check(self, min_psnr: float | None = None) -> float:
@@ -54,14 +65,36 @@ class BundleGenerator:
             times.append((time.perf_counter() - start) * 1000)
         return float(np.median(times))
 
-    def refine_crop(self, crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One generator call on an aligned crop (SxSx3 uint8 RGB, SxS float mask) -> SxSx3 float 0..255."""
+    def prepare(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
+        """Once per photo: its aligned face (3xSxS float32 0..1) when the bundle takes it as a reference."""
+        if not set(REFERENCE) & set(self.input_names):
+            return None
+        crop = cropping.reference(image, landmarks, self.size, self.template)
+        return np.ascontiguousarray(crop.transpose(2, 0, 1), np.float32) * (1.0 / 255.0)
+
+    def refine_crop(
+        self,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        interior: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One generator call on an aligned crop (SxSx3 uint8 RGB, SxS float masks, 3xSxS reference)
+        -> SxSx3 float 0..255."""
         x = np.empty((1, self.channels, self.size, self.size), np.float32)
         x[0, :3] = crop.transpose(2, 0, 1) * (1.0 / 255.0)
-        x[0, 3] = mask
+        for index, name in enumerate(self.input_names[3:], start=3):
+            if name == "repair_mask":
+                x[0, index] = mask
+            elif name == "mouth_interior":
+                x[0, index] = 0.0 if interior is None else interior
+            else:
+                x[0, index] = 0.0 if reference is None else reference[REFERENCE.index(name)]
         return self.backend.run(x)[0].transpose(1, 2, 0) * 255.0
 
-    def refine(self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray) -> np.ndarray:
+    def refine(
+        self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray, context: object = None
+    ) -> np.ndarray:
         ys, xs = np.nonzero(repair_mask > MASK_EPSILON)
         if len(ys) == 0:
             return frame
@@ -69,7 +102,9 @@ class BundleGenerator:
         matrix = cropping.align_matrix(landmarks, size, self.template)
         crop = cropping.extract(frame, matrix, size)
         mask = np.clip(cropping.extract(repair_mask, matrix, size), 0.0, 1.0)
-        delta = self.refine_crop(crop, mask) - crop.astype(np.float32)
+        interior = cropping.mouth_interior(landmarks, matrix, size) if self.owns_mouth else None
+        reference = context if isinstance(context, np.ndarray) else None
+        delta = self.refine_crop(crop, mask, interior, reference) - crop.astype(np.float32)
         # Paste back only the change, only over the mask's box: nothing else is resampled.
         height, width = frame.shape[:2]
         x0, y0 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)

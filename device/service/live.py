@@ -20,7 +20,7 @@ import numpy as np
 from device.config import AppConfig, Mode, Script
 from device.logs import kv
 from device.motion.idle import COLUMN, IdleMotion
-from device.motion.params import MOUTH_CHANNELS, FaceParams
+from device.motion.params import SPEECH_CHANNELS, FaceParams
 from device.service.modes import StageHooks
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class LiveRenderer:
     # --- portrait: idle, visitor gaze, playlist ------------------------------------------------
     def _portrait(self, display) -> None:
         config = self.config
-        renderer = self._renderer(config.portrait.photo, close_mouth=True)
+        renderer = self._renderer(config.portrait.photo, close_mouth=False)
         fps = config.output.fps
         idle = _IdleStream(fps, seed=int(time.time()))
         gaze = np.zeros(2)
@@ -210,7 +210,7 @@ class LiveRenderer:
                     speaking = None
                     self.hooks.emit("script.done", {})
                 elif index >= 0:
-                    for channel, name in enumerate(MOUTH_CHANNELS):
+                    for channel, name in enumerate(SPEECH_CHANNELS):
                         params[COLUMN[name]] = track[index, channel]
             self._show(display, renderer.render(FaceParams.from_array(params)))
             self._record(renderer, started)
@@ -240,8 +240,8 @@ class LiveRenderer:
 
     def _play_clip(self, display, clip: Path) -> None:
         from device.media.audio import load_audio
+        from device.media.video import probe_video, read_frames
         from device.outputs.speaker import play_async
-        from device.outputs.video import probe_video, read_frames
 
         try:
             fps = probe_video(clip).fps or 25.0
@@ -327,7 +327,7 @@ class _SpeechJob:
         threading.Thread(target=self._prepare, daemon=True).start()
 
     def _prepare(self) -> None:
-        from device.motion.visemes import mouth_track
+        from device.motion.visemes import speech_track
         from device.pipeline import AnimateRequest, Animator
 
         try:
@@ -338,7 +338,7 @@ class _SpeechJob:
             self.speech = Animator.prepare_speech(request)
             fps = self.fps
             frames = int(np.ceil(self.speech.duration * fps)) + 1
-            self.track = mouth_track(self.speech.phones, fps, frames)
+            self.track = speech_track(self.speech.phones, fps, frames)
             self.hooks.emit("script.speaking", {"text": self.script.text, "seconds": round(self.speech.duration, 2)})
         except Exception as error:
             self.hooks.emit("warning", {"message": f"script failed: {error}"})
