@@ -15,6 +15,7 @@ demo:
 test:
 	bash tools/setup.sh --test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
 bench: setup

@@ -51,8 +51,10 @@ OTHER_MODELS: dict[str, tuple[str, str, str]] = {
 
 
 def _all_models() -> dict[str, tuple[str, str, str]]:
-    return {**{name: (MEDIAPIPE_WHEEL, member, digest) for name, (member, digest) in FACE_MODELS.items()},
-            **OTHER_MODELS}
+    return {
+        **{name: (MEDIAPIPE_WHEEL, member, digest) for name, (member, digest) in FACE_MODELS.items()},
+        **OTHER_MODELS,
+    }
 
 
 SAMPLE_PORTRAIT = "samples/astronaut.png"

@@ -54,8 +54,7 @@ def run_bench(
         generator = load_generator(backend)
         # As a clip renders: with the whole head moving over the still background.
         person = segmenter.mask(image)
-        renderer = Renderer(image, face, generator=generator, timer=timer,
-                            person_mask=person)
+        renderer = Renderer(image, face, generator=generator, timer=timer, person_mask=person)
         track = motion_track(frames, fps, speech=speech, seed=1)
         height, width = image.shape[:2]
         with tempfile.TemporaryDirectory() as tmp:

@@ -186,12 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-drive-audio", action="store_true", help="leave the driving video's sound out of the clip"
     )
     animate.add_argument(
-        "--lang", default="en",
+        "--lang",
+        default="en",
         help="eSpeak NG language of --text, or of the speech in --audio (default: en); see `portrait languages`",
     )
-    animate.add_argument(
-        "--speak-symbols", action="store_true", help="read emoji and other pictographs aloud by name"
-    )
+    animate.add_argument("--speak-symbols", action="store_true", help="read emoji and other pictographs aloud by name")
     animate.add_argument("--voice", help="eSpeak NG voice variant")
     animate.add_argument("--fps", type=int, default=25, help="frames per second (default: 25)")
     animate.add_argument("--size", type=int, help="longest side of the output in pixels (default: the photo's)")
@@ -204,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2), help="CPU threads for models")
     animate.add_argument("--out", default="portrait.mp4", help="output .mp4/.mkv/.mov, or a folder for PNG frames")
     animate.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace an existing --out file, or the frames in an existing --out folder (else exit 2)",
     )
     animate.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -217,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=250, help="frames to render per runtime (default: 250)")
     bench.add_argument("--text", default="The quick brown fox jumps over the lazy dog, and my portrait speaks.")
     bench.add_argument(
-        "--backend", action=_RuntimeChoice, names=BACKENDS[1:], append=True,
+        "--backend",
+        action=_RuntimeChoice,
+        names=BACKENDS[1:],
+        append=True,
         help="runtime to measure, repeatable (default: every installed one)",
     )
     bench.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))

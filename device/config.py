@@ -97,8 +97,9 @@ class TlsSection(Section):
 
 class HomeAssistantSection(Section):
     discovery: bool = Field(
-        False, description="Publish Home Assistant MQTT discovery: stats, job, capture and visitor sensors, a "
-        "capture button, a mode select and the last clip's image."
+        False,
+        description="Publish Home Assistant MQTT discovery: stats, job, capture and visitor sensors, a "
+        "capture button, a mode select and the last clip's image.",
     )
     prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
 
@@ -108,8 +109,9 @@ class MqttSection(Section):
     host: str = Field("localhost", description="Broker host name or address.")
     port: int | None = Field(None, ge=1, le=65535, description="Broker port. Unset: 1883, or 8883 with TLS.")
     client_id: str | None = Field(
-        None, description="MQTT client id, stable across restarts (the broker keys our session by it). "
-        "Unset: portrait-<device id>."
+        None,
+        description="MQTT client id, stable across restarts (the broker keys our session by it). "
+        "Unset: portrait-<device id>.",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keepalive interval in seconds.")
     username: str | None = Field(None, description="User name for the broker.")
@@ -209,9 +211,7 @@ class JobsSection(Section):
     photo_dirs: list[Path] = Field(
         default_factory=list, description="Folders a command may name a photo in; any other path is refused."
     )
-    audio_dirs: list[Path] = Field(
-        default_factory=list, description="Folders a command may name an audio file in."
-    )
+    audio_dirs: list[Path] = Field(default_factory=list, description="Folders a command may name an audio file in.")
     max_photo_bytes: int = Field(
         4_000_000, ge=1024, description="Largest photo a command may carry inline (base64), decoded."
     )
@@ -317,8 +317,14 @@ GeneratorSection = create_model(
     __base__=_GeneratorBase,
     __doc__="The generator runtime and the settings of each (used by whichever one loads).",
     **{
-        name: (model, Field(default_factory=model, description=f"Settings of the {name} runtime, used when it "
-                            "loads (named in backend, or picked by auto)."))
+        name: (
+            model,
+            Field(
+                default_factory=model,
+                description=f"Settings of the {name} runtime, used when it "
+                "loads (named in backend, or picked by auto).",
+            ),
+        )
         for name, model in config_models().items()
     },
 )
@@ -330,8 +336,9 @@ class UpdatesSection(Section):
         None, description="The fleet's root public key (PEM). Unset: update jobs are refused."
     )
     root: Path | None = Field(
-        None, description="Where installed bundles live (bundles/ for models, content/ for content). "
-        "Unset: the asset cache, where the renderer looks for bundles/current."
+        None,
+        description="Where installed bundles live (bundles/ for models, content/ for content). "
+        "Unset: the asset cache, where the renderer looks for bundles/current.",
     )
     max_bundle_bytes: int = Field(200_000_000, ge=1, description="Larger bundles are refused.")
     min_free_bytes: int = Field(
@@ -340,12 +347,17 @@ class UpdatesSection(Section):
     window_chunks: int = Field(8, ge=1, le=256, description="Chunks asked for at a time.")
     chunk_timeout_s: float = Field(10.0, gt=0, description="Ask again for chunks that did not come in this long.")
     chunk_retries: int = Field(
-        5, ge=0, le=1000, description="Times a chunk is asked for again (it did not come, or came with the wrong "
-        "sha256) before the job FAILS; for an HTTP(S) source, tries in a row that bring no byte."
+        5,
+        ge=0,
+        le=1000,
+        description="Times a chunk is asked for again (it did not come, or came with the wrong "
+        "sha256) before the job FAILS; for an HTTP(S) source, tries in a row that bring no byte.",
     )
     download_timeout_s: float = Field(
-        14400.0, gt=0, description="The whole download must finish within this many seconds of its first start "
-        "(restarts included), else the job FAILS."
+        14400.0,
+        gt=0,
+        description="The whole download must finish within this many seconds of its first start "
+        "(restarts included), else the job FAILS.",
     )
     rate_bytes_s: int = Field(0, ge=0, description="Download at most this many bytes/s (0: no limit).")
     probation_s: float = Field(

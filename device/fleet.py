@@ -62,6 +62,7 @@ class BrokerError(Exception):
 
 # -- keys -------------------------------------------------------------------------------------------
 
+
 def keys_root(prefix: Path) -> tuple[Path, Path]:
     """PREFIX.key (0600, new) and PREFIX.pub; KeyFileExists naming the file if either is there already."""
     key_path, pub_path = prefix.with_suffix(".key"), prefix.with_suffix(".pub")
@@ -98,40 +99,67 @@ def keys_revoke(key_ids: list[str], root_key: Path, list_path: Path) -> dict[str
 
 # -- bundles ----------------------------------------------------------------------------------------
 
+
 def bundle_kind(folder: Path) -> str:
     return "content" if manifest(folder).get("format") == CONTENT_FORMAT else "model"
 
 
-def bundle_info(folder: Path, chunk_bytes: int = DEFAULT_CHUNK,
-                prefix: str = "portrait") -> tuple[dict[str, Any], list[bytes]]:
+def bundle_info(
+    folder: Path, chunk_bytes: int = DEFAULT_CHUNK, prefix: str = "portrait"
+) -> tuple[dict[str, Any], list[bytes]]:
     doc = manifest(folder)  # first: a folder that is no bundle is named as such
     data = pack(folder)
     digest = sha256_hex(data)
     chunks = split(data, chunk_bytes)
-    info = {"kind": bundle_kind(folder), "name": doc["name"], "version": doc["version"], "size": len(data),
-            "sha256": digest, "topic": f"{prefix}/fleet/bundles/{digest[:16]}", "chunk_bytes": chunk_bytes,
-            "chunks": [sha256_hex(c) for c in chunks], "device_kinds": doc.get("device_kinds", [])}
+    info = {
+        "kind": bundle_kind(folder),
+        "name": doc["name"],
+        "version": doc["version"],
+        "size": len(data),
+        "sha256": digest,
+        "topic": f"{prefix}/fleet/bundles/{digest[:16]}",
+        "chunk_bytes": chunk_bytes,
+        "chunks": [sha256_hex(c) for c in chunks],
+        "device_kinds": doc.get("device_kinds", []),
+    }
     return info, chunks
 
 
-def content_manifest(folder: Path, name: str, version: str, scripts: list[dict[str, Any]],
-                     playlist: list[str] | None = None, portraits: list[str] | None = None,
-                     device_kinds: list[str] | None = None, schedule: dict[str, Any] | None = None) -> Path:
+def content_manifest(
+    folder: Path,
+    name: str,
+    version: str,
+    scripts: list[dict[str, Any]],
+    playlist: list[str] | None = None,
+    portraits: list[str] | None = None,
+    device_kinds: list[str] | None = None,
+    schedule: dict[str, Any] | None = None,
+) -> Path:
     """Write manifest.json for a content bundle: every file with its sha256 and size; sign it afterwards."""
-    files = [{"path": str(p.relative_to(folder)), "sha256": sha256_hex(p.read_bytes()), "bytes": p.stat().st_size}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in ("manifest.json", "signature.json")]
+    files = [
+        {"path": str(p.relative_to(folder)), "sha256": sha256_hex(p.read_bytes()), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in ("manifest.json", "signature.json")
+    ]
     images = [f["path"] for f in files if Path(f["path"]).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")]
-    doc = {"format": CONTENT_FORMAT, "kind": "content", "name": name, "version": version,
-           "device_kinds": device_kinds or [], "files": files, "portraits": portraits or images,
-           "scripts": scripts, "playlist": playlist if playlist is not None else [s["id"] for s in scripts],
-           "schedule": schedule or {}}
+    doc = {
+        "format": CONTENT_FORMAT,
+        "kind": "content",
+        "name": name,
+        "version": version,
+        "device_kinds": device_kinds or [],
+        "files": files,
+        "portraits": portraits or images,
+        "scripts": scripts,
+        "playlist": playlist if playlist is not None else [s["id"] for s in scripts],
+        "schedule": schedule or {},
+    }
     path = folder / "manifest.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
 
-def targets_of(devices: list[str] | None = None, group: str | None = None,
-               fleet: bool = False) -> dict[str, Any]:
+def targets_of(devices: list[str] | None = None, group: str | None = None, fleet: bool = False) -> dict[str, Any]:
     """The `targets` a signed job or order carries: device ids, a group, or the whole fleet, said explicitly."""
     if fleet:
         return {"fleet": True}
@@ -145,39 +173,74 @@ def targets_of(devices: list[str] | None = None, group: str | None = None,
     return doc
 
 
-def make_job(info: dict[str, Any], signing_key: Any, cert: dict[str, Any], *, targets: dict[str, Any],
-             job_id: str | None = None, expires_s: float = 86400.0, device_kinds: list[str] | None = None,
-             group: str | None = None, rollout: str | None = None, revocations: dict[str, Any] | None = None,
-             **overrides: Any) -> dict[str, Any]:
+def make_job(
+    info: dict[str, Any],
+    signing_key: Any,
+    cert: dict[str, Any],
+    *,
+    targets: dict[str, Any],
+    job_id: str | None = None,
+    expires_s: float = 86400.0,
+    device_kinds: list[str] | None = None,
+    group: str | None = None,
+    rollout: str | None = None,
+    revocations: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """A signed envelope for one rollout to `targets` (see targets_of); `overrides` change job fields
     (tests forge bad jobs with it)."""
     now = time.time()
     job = {
         "id": job_id or f"{info['name']}-{info['version']}-{uuid.uuid4().hex[:6]}",
-        "kind": info["kind"], "name": info["name"], "version": info["version"], "size": info["size"],
+        "kind": info["kind"],
+        "name": info["name"],
+        "version": info["version"],
+        "size": info["size"],
         "sha256": info["sha256"],
-        "source": {"type": "mqtt", "topic": info["topic"], "chunk_bytes": info["chunk_bytes"],
-                   "chunks": info["chunks"]},
-        "issued": round(now, 3), "expires": round(now + expires_s, 3),
+        "source": {
+            "type": "mqtt",
+            "topic": info["topic"],
+            "chunk_bytes": info["chunk_bytes"],
+            "chunks": info["chunks"],
+        },
+        "issued": round(now, 3),
+        "expires": round(now + expires_s, 3),
         "device_kinds": device_kinds if device_kinds is not None else info.get("device_kinds", []),
-        "targets": targets, "group": group, "rollout": rollout,
+        "targets": targets,
+        "group": group,
+        "rollout": rollout,
     }
     job.update(overrides)
     return make_envelope(job, signing_key, cert, revocations)
 
 
-def make_rollback(kind: str, signing_key: Any, cert: dict[str, Any], *, targets: dict[str, Any],
-                  expires_s: float = 600.0, order_id: str | None = None,
-                  revocations: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+def make_rollback(
+    kind: str,
+    signing_key: Any,
+    cert: dict[str, Any],
+    *,
+    targets: dict[str, Any],
+    expires_s: float = 600.0,
+    order_id: str | None = None,
+    revocations: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """A signed rollback order for `targets`: short-lived and with a fresh id, so it cannot be replayed."""
     now = time.time()
-    order = {"action": "rollback", "id": order_id or f"rollback-{kind}-{uuid.uuid4().hex[:12]}", "kind": kind,
-             "targets": targets, "issued": round(now, 3), "expires": round(now + expires_s, 3)}
+    order = {
+        "action": "rollback",
+        "id": order_id or f"rollback-{kind}-{uuid.uuid4().hex[:12]}",
+        "kind": kind,
+        "targets": targets,
+        "issued": round(now, 3),
+        "expires": round(now + expires_s, 3),
+    }
     order.update(overrides)
     return make_order(order, signing_key, cert, revocations)
 
 
 # -- the broker -------------------------------------------------------------------------------------
+
 
 class FleetClient:
     """One paho connection: publishes, sends commands, and keeps the fleet's retained picture.
@@ -185,10 +248,20 @@ class FleetClient:
     Raises BrokerError, naming host:port, when the broker cannot be reached, refuses the credentials or
     fails the TLS handshake."""
 
-    def __init__(self, host: str = "localhost", port: int = 1883, prefix: str = "portrait",
-                 username: str | None = None, password: str | None = None, *, tls: bool = False,
-                 ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None,
-                 connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 1883,
+        prefix: str = "portrait",
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self.prefix = prefix
         self.where = f"{host}:{port}"
         self.devices: dict[str, dict[str, Any]] = {}
@@ -196,19 +269,21 @@ class FleetClient:
         self.answers: dict[str, list[dict[str, Any]]] = {}  # every answer (a group command gets several)
         self.cond = threading.Condition()
         self.session = uuid.uuid4().hex[:8]
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{self.session}",
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{self.session}", protocol=paho.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
         if tls or ca_file or cert_file:
             try:
-                self.client.tls_set(ca_certs=str(ca_file) if ca_file else None,
-                                    certfile=str(cert_file) if cert_file else None,
-                                    keyfile=str(key_file) if key_file else None,
-                                    tls_version=ssl.PROTOCOL_TLS_CLIENT)
+                self.client.tls_set(
+                    ca_certs=str(ca_file) if ca_file else None,
+                    certfile=str(cert_file) if cert_file else None,
+                    keyfile=str(key_file) if key_file else None,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
             except (OSError, ssl.SSLError) as exc:
-                raise BrokerError(f"TLS to {self.where}: cannot load the CA file or client certificate: {exc}") \
-                    from None
+                raise BrokerError(
+                    f"TLS to {self.where}: cannot load the CA file or client certificate: {exc}"
+                ) from None
         self.client.connect_timeout = connect_timeout
         self.client.max_inflight_messages_set(64)
         self.client.max_queued_messages_set(0)
@@ -223,31 +298,47 @@ class FleetClient:
                 ready.set()
                 return
             p = self.prefix
-            client.subscribe([(f"{p}/+/availability", 1), (f"{p}/+/state", 1), (f"{p}/+/stats", 0),
-                              (f"{p}/+/jobs/+", 1), (f"fleet/replies/{self.session}/+", 1)])
+            client.subscribe(
+                [
+                    (f"{p}/+/availability", 1),
+                    (f"{p}/+/state", 1),
+                    (f"{p}/+/stats", 0),
+                    (f"{p}/+/jobs/+", 1),
+                    (f"fleet/replies/{self.session}/+", 1),
+                ]
+            )
 
         self.client.on_connect = on_connect
         try:
             self.client.connect(host, port, keepalive=30)
         except ssl.SSLError as exc:  # before OSError: it is one
             detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-            raise BrokerError(f"TLS handshake with the MQTT broker at {self.where} failed: {detail} "
-                              "(--ca-file names the CA that signed the broker's certificate)") from None
+            raise BrokerError(
+                f"TLS handshake with the MQTT broker at {self.where} failed: {detail} "
+                "(--ca-file names the CA that signed the broker's certificate)"
+            ) from None
         except socket.gaierror as exc:
-            raise BrokerError(f"cannot resolve the MQTT broker host {host!r} (--broker {self.where}): "
-                              f"{exc.strerror}") from None
+            raise BrokerError(
+                f"cannot resolve the MQTT broker host {host!r} (--broker {self.where}): {exc.strerror}"
+            ) from None
         except OSError as exc:
-            raise BrokerError(f"cannot reach the MQTT broker at {self.where}: {exc.strerror or exc} "
-                              "(is it running? --broker HOST:PORT names another)") from None
+            raise BrokerError(
+                f"cannot reach the MQTT broker at {self.where}: {exc.strerror or exc} "
+                "(is it running? --broker HOST:PORT names another)"
+            ) from None
         self.client.loop_start()
         if not ready.wait(connect_timeout):
             self.close()
-            raise BrokerError(f"no answer from the MQTT broker at {self.where} within {connect_timeout:g} s "
-                              "(a TLS port needs --tls, a plain one must not have it)")
+            raise BrokerError(
+                f"no answer from the MQTT broker at {self.where} within {connect_timeout:g} s "
+                "(a TLS port needs --tls, a plain one must not have it)"
+            )
         if refused:
             self.close()
-            raise BrokerError(f"the MQTT broker at {self.where} refused the connection: {refused[0]} "
-                              "(check --username and --password-file)")
+            raise BrokerError(
+                f"the MQTT broker at {self.where} refused the connection: {refused[0]} "
+                "(check --username and --password-file)"
+            )
 
     def close(self) -> None:
         self.client.disconnect()
@@ -271,13 +362,13 @@ class FleetClient:
                     dev[parts[2]] = doc
             self.cond.notify_all()
 
-    def publish_wait(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1,
-                     props: Properties | None = None) -> None:
+    def publish_wait(
+        self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1, props: Properties | None = None
+    ) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain, properties=props).wait_for_publish(30)
 
     def publish_bundle(self, info: dict[str, Any], chunks: list[bytes]) -> None:
-        sent = [self.client.publish(chunk_topic(info["topic"], i), c, qos=1, retain=True)
-                for i, c in enumerate(chunks)]
+        sent = [self.client.publish(chunk_topic(info["topic"], i), c, qos=1, retain=True) for i, c in enumerate(chunks)]
         for item in sent:
             item.wait_for_publish(60)
         self.publish_wait(f"{info['topic']}/info", json.dumps(info), retain=True)
@@ -325,8 +416,10 @@ class FleetClient:
 
 # -- rollout ----------------------------------------------------------------------------------------
 
-def select(fleet: FleetClient, devices: list[str] | None = None, group: str | None = None,
-           percent: float | None = None) -> list[str]:
+
+def select(
+    fleet: FleetClient, devices: list[str] | None = None, group: str | None = None, percent: float | None = None
+) -> list[str]:
     if devices:
         return list(devices)
     known = fleet.known()
@@ -337,14 +430,27 @@ def select(fleet: FleetClient, devices: list[str] | None = None, group: str | No
     return ids
 
 
-def rollout(fleet: FleetClient, envelope: dict[str, Any], targets: list[str], canary: int = 1,
-            success_ratio: float = 1.0, max_failures: int = 0, batch: int = 0, timeout_s: float = 600.0,
-            log: Callable[[str], Any] = print) -> dict[str, Any]:
+def rollout(
+    fleet: FleetClient,
+    envelope: dict[str, Any],
+    targets: list[str],
+    canary: int = 1,
+    success_ratio: float = 1.0,
+    max_failures: int = 0,
+    batch: int = 0,
+    timeout_s: float = 600.0,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     """Canary first, then the rest (in batches) while the success ratio holds; stop past max_failures."""
     job_id = envelope["job"]["id"]
     done: dict[str, str] = {}
-    waves = [targets[:canary], *[targets[canary:][i:i + (batch or len(targets))]
-                                 for i in range(0, len(targets) - canary, batch or len(targets))]]
+    waves = [
+        targets[:canary],
+        *[
+            targets[canary:][i : i + (batch or len(targets))]
+            for i in range(0, len(targets) - canary, batch or len(targets))
+        ],
+    ]
     aborted = None
     for n, wave in enumerate(w for w in waves if w):
         for device in wave:
@@ -363,11 +469,11 @@ def rollout(fleet: FleetClient, envelope: dict[str, Any], targets: list[str], ca
             aborted = f"success {ok}/{len(done)} below {success_ratio:.0%} or {failures} failures > {max_failures}"
             log(f"rollout aborted: {aborted}; {len(targets) - len(done)} devices untouched")
             break
-    return {"job_id": job_id, "results": done, "aborted": aborted,
-            "untouched": [d for d in targets if d not in done]}
+    return {"job_id": job_id, "results": done, "aborted": aborted, "untouched": [d for d in targets if d not in done]}
 
 
 # -- status -----------------------------------------------------------------------------------------
+
 
 def _number(value: Any, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if not isinstance(value, int | float) else f"{value / scale:.{digits}f}"
@@ -385,10 +491,21 @@ def status_table(fleet: FleetClient) -> str:
         job = jobs[-1] if jobs else {}
         prog = job.get("progress") or {}
         progress = f"{prog.get('chunks')}/{prog.get('total')}" if prog.get("total") else ""
-        rows.append((dev, str(v.get("availability", "?")), f"{model.get('name', '-')} {model.get('version', '')}",
-                     str(content.get("version", "-")), str(job.get("job_id", "-")), str(job.get("state", "-")),
-                     progress, _number(stats.get("fps")), _number(stats.get("cpu_percent")),
-                     _number(stats.get("rss_bytes"), 2**20, 0), _number(stats.get("temperature_c"))))
+        rows.append(
+            (
+                dev,
+                str(v.get("availability", "?")),
+                f"{model.get('name', '-')} {model.get('version', '')}",
+                str(content.get("version", "-")),
+                str(job.get("job_id", "-")),
+                str(job.get("state", "-")),
+                progress,
+                _number(stats.get("fps")),
+                _number(stats.get("cpu_percent")),
+                _number(stats.get("rss_bytes"), 2**20, 0),
+                _number(stats.get("temperature_c")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
@@ -396,12 +513,20 @@ def status_table(fleet: FleetClient) -> str:
 def status_doc(fleet: FleetClient) -> dict[str, Any]:
     """The fleet as the devices publish it: availability, state, latest stats and update jobs per device."""
     with fleet.cond:
-        devices = {d: {"availability": v.get("availability"), "state": v.get("state"), "stats": v.get("stats"),
-                       "jobs": dict(v.get("jobs", {}))} for d, v in sorted(fleet.devices.items())}
+        devices = {
+            d: {
+                "availability": v.get("availability"),
+                "state": v.get("state"),
+                "stats": v.get("stats"),
+                "jobs": dict(v.get("jobs", {})),
+            }
+            for d, v in sorted(fleet.devices.items())
+        }
     return {"broker": fleet.where, "prefix": fleet.prefix, "devices": devices}
 
 
 # -- command line -----------------------------------------------------------------------------------
+
 
 def _broker_address(text: str, tls: bool) -> tuple[str, int]:
     """HOST[:PORT] or [IPv6]:PORT; the port defaults to 1883, or 8883 with TLS."""
@@ -430,8 +555,18 @@ def _client(args: argparse.Namespace) -> FleetClient:
         if not args.username:
             raise BadInput(f"--password-file {args.password_file}: give --username too")
         password = _read(args.password_file, "--password-file").decode().strip()
-    return FleetClient(host, port, args.prefix, args.username, password, tls=tls, ca_file=args.ca_file,
-                       cert_file=args.tls_cert, key_file=args.tls_key, connect_timeout=args.connect_timeout)
+    return FleetClient(
+        host,
+        port,
+        args.prefix,
+        args.username,
+        password,
+        tls=tls,
+        ca_file=args.ca_file,
+        cert_file=args.tls_cert,
+        key_file=args.tls_key,
+        connect_timeout=args.connect_timeout,
+    )
 
 
 def _read(path: Path, option: str) -> bytes:
@@ -464,39 +599,79 @@ def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None
         return value if defaults else argparse.SUPPRESS
 
     g = parser.add_argument_group("broker connection (before or after the subcommand)")
-    g.add_argument("--broker", metavar="HOST[:PORT]", default=default("localhost"),
-                   help="the MQTT broker (default: localhost, port 1883, or 8883 with TLS)")
-    g.add_argument("--prefix", default=default("portrait"),
-                   help="first topic level of the devices' topics, as in their mqtt.topic_prefix (default: portrait)")
+    g.add_argument(
+        "--broker",
+        metavar="HOST[:PORT]",
+        default=default("localhost"),
+        help="the MQTT broker (default: localhost, port 1883, or 8883 with TLS)",
+    )
+    g.add_argument(
+        "--prefix",
+        default=default("portrait"),
+        help="first topic level of the devices' topics, as in their mqtt.topic_prefix (default: portrait)",
+    )
     g.add_argument("--username", metavar="NAME", default=default(None), help="user name on the broker")
-    g.add_argument("--password-file", type=Path, metavar="FILE", default=default(None),
-                   help="file holding the password (its first line); never given on the command line, where "
-                        "other users could read it")
-    g.add_argument("--tls", action="store_true", default=default(False),
-                   help="connect over TLS (implied by --ca-file and --tls-cert)")
-    g.add_argument("--ca-file", type=Path, metavar="FILE", default=default(None),
-                   help="CA certificate(s) that signed the broker's certificate (default: the system CAs)")
-    g.add_argument("--tls-cert", type=Path, metavar="FILE", default=default(None),
-                   help="client certificate, for brokers that require one (with --tls-key)")
-    g.add_argument("--tls-key", type=Path, metavar="FILE", default=default(None),
-                   help="private key of the client certificate")
-    g.add_argument("--connect-timeout", type=float, metavar="S", default=default(10.0),
-                   help="seconds to wait for the broker to answer (default: 10)")
+    g.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        default=default(None),
+        help="file holding the password (its first line); never given on the command line, where "
+        "other users could read it",
+    )
+    g.add_argument(
+        "--tls",
+        action="store_true",
+        default=default(False),
+        help="connect over TLS (implied by --ca-file and --tls-cert)",
+    )
+    g.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="FILE",
+        default=default(None),
+        help="CA certificate(s) that signed the broker's certificate (default: the system CAs)",
+    )
+    g.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        default=default(None),
+        help="client certificate, for brokers that require one (with --tls-key)",
+    )
+    g.add_argument(
+        "--tls-key", type=Path, metavar="FILE", default=default(None), help="private key of the client certificate"
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        default=default(10.0),
+        help="seconds to wait for the broker to answer (default: 10)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
-        prog="portrait fleet", allow_abbrev=False, formatter_class=formatter, epilog=EXAMPLES,
+        prog="portrait fleet",
+        allow_abbrev=False,
+        formatter_class=formatter,
+        epilog=EXAMPLES,
         description="The operator's side of fleet updates: keys, signing, publishing, staged rollouts,\n"
-                    "signed rollbacks, and the fleet's status, over the devices' MQTT broker.",
+        "signed rollbacks, and the fleet's status, over the devices' MQTT broker.",
     )
     _connection_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, connects: bool, parent: Any = sub) -> argparse.ArgumentParser:
-        parser = parent.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
-                                   allow_abbrev=False, formatter_class=formatter)
+        parser = parent.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            allow_abbrev=False,
+            formatter_class=formatter,
+        )
         if connects:
             _connection_options(parser, defaults=False)
         return parser
@@ -504,79 +679,156 @@ def build_parser() -> argparse.ArgumentParser:
     keys = command("keys", "make the root and signing keys, revoke a signing key", connects=False)
     k = keys.add_subparsers(dest="what", required=True, metavar="KIND")
     kr = command("root", "make the root key pair: the devices trust root.pub, keep root.key offline", False, k)
-    kr.add_argument("--out", type=Path, required=True, metavar="PREFIX",
-                    help="writes PREFIX.key (private, mode 0600) and PREFIX.pub; refuses to overwrite either")
+    kr.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="PREFIX",
+        help="writes PREFIX.key (private, mode 0600) and PREFIX.pub; refuses to overwrite either",
+    )
     ks = command("signing", "make a signing key and its certificate, signed by the root key", False, k)
-    ks.add_argument("--out", type=Path, required=True, metavar="PREFIX",
-                    help="writes PREFIX.key (private, mode 0600) and PREFIX.cert.json; refuses to overwrite either")
+    ks.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="PREFIX",
+        help="writes PREFIX.key (private, mode 0600) and PREFIX.cert.json; refuses to overwrite either",
+    )
     ks.add_argument("--root", type=Path, required=True, metavar="ROOT.key", help="the root private key")
-    ks.add_argument("--days", type=float, default=730.0, metavar="N",
-                    help="the certificate's validity (default: 730 days)")
+    ks.add_argument(
+        "--days", type=float, default=730.0, metavar="N", help="the certificate's validity (default: 730 days)"
+    )
     kv = command("revoke", "add signing keys to the revocation list the devices check", True, k)
     kv.add_argument("key_ids", nargs="+", metavar="KEY_ID", help="key id(s) to revoke (as in the .cert.json)")
     kv.add_argument("--root", type=Path, required=True, metavar="ROOT.key", help="the root private key")
-    kv.add_argument("--list", type=Path, required=True, metavar="FILE",
-                    help="the revocation list to update (created if missing; its serial goes up by one)")
-    kv.add_argument("--publish", action="store_true",
-                    help="also publish the list retained on PREFIX/fleet/revocations for the devices")
+    kv.add_argument(
+        "--list",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the revocation list to update (created if missing; its serial goes up by one)",
+    )
+    kv.add_argument(
+        "--publish",
+        action="store_true",
+        help="also publish the list retained on PREFIX/fleet/revocations for the devices",
+    )
 
     s = command("sign", "sign a bundle's manifest with a signing key (writes signature.json)", False)
     s.add_argument("bundle", type=Path, metavar="BUNDLE_DIR", help="the bundle folder (with manifest.json)")
     s.add_argument("--key", type=Path, required=True, metavar="SIGNING.key", help="the signing private key")
 
-    for name, summary in (("publish", "put a bundle's chunks retained on the broker for the devices to fetch"),
-                          ("unpublish", "clear a published bundle's retained chunks (after the rollout)")):
+    for name, summary in (
+        ("publish", "put a bundle's chunks retained on the broker for the devices to fetch"),
+        ("unpublish", "clear a published bundle's retained chunks (after the rollout)"),
+    ):
         pb = command(name, summary, True)
         pb.add_argument("bundle", type=Path, metavar="BUNDLE_DIR", help="the bundle folder (with manifest.json)")
-        pb.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK, metavar="N",
-                        help=f"bytes per retained chunk (default: {DEFAULT_CHUNK}); unpublish needs the same")
+        pb.add_argument(
+            "--chunk-bytes",
+            type=int,
+            default=DEFAULT_CHUNK,
+            metavar="N",
+            help=f"bytes per retained chunk (default: {DEFAULT_CHUNK}); unpublish needs the same",
+        )
 
-    r = command("rollout", "publish a bundle and roll it out in waves: a canary first, the rest while it holds",
-                True)
+    r = command("rollout", "publish a bundle and roll it out in waves: a canary first, the rest while it holds", True)
     r.add_argument("bundle", type=Path, metavar="BUNDLE_DIR", help="the signed bundle folder")
     r.add_argument("--key", type=Path, required=True, metavar="SIGNING.key", help="signing key for the job")
     r.add_argument("--cert", type=Path, required=True, metavar="CERT.json", help="its root-signed certificate")
     r.add_argument("--revocations", type=Path, metavar="FILE", help="the newest revocation list, sent with the job")
-    r.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK, metavar="N",
-                   help=f"bytes per retained chunk (default: {DEFAULT_CHUNK})")
+    r.add_argument(
+        "--chunk-bytes",
+        type=int,
+        default=DEFAULT_CHUNK,
+        metavar="N",
+        help=f"bytes per retained chunk (default: {DEFAULT_CHUNK})",
+    )
     r.add_argument("--device", nargs="+", action="extend", metavar="ID", help="these devices (repeatable)")
     r.add_argument("--group", help="the devices in this group (the job names the group)")
-    r.add_argument("--percent", type=float, metavar="P",
-                   help="this share of the group (or of the fleet with --fleet); the job names the devices drawn")
+    r.add_argument(
+        "--percent",
+        type=float,
+        metavar="P",
+        help="this share of the group (or of the fleet with --fleet); the job names the devices drawn",
+    )
     r.add_argument("--fleet", action="store_true", help="every device: the signed job says so explicitly")
     r.add_argument("--canary", type=int, default=1, metavar="N", help="devices in the first wave (default: 1)")
-    r.add_argument("--batch", type=int, default=0, metavar="N",
-                   help="devices per later wave (default: 0, all the rest at once)")
-    r.add_argument("--success-ratio", type=float, default=1.0, metavar="R",
-                   help="stop when fewer of the devices so far succeed (default: 1.0, all of them)")
+    r.add_argument(
+        "--batch", type=int, default=0, metavar="N", help="devices per later wave (default: 0, all the rest at once)"
+    )
+    r.add_argument(
+        "--success-ratio",
+        type=float,
+        default=1.0,
+        metavar="R",
+        help="stop when fewer of the devices so far succeed (default: 1.0, all of them)",
+    )
     r.add_argument("--max-failures", type=int, default=0, metavar="N", help="stop past this many failures (default: 0)")
-    r.add_argument("--expires-hours", type=float, default=24.0, metavar="H",
-                   help="devices refuse the job after this (default: 24 hours)")
-    r.add_argument("--timeout", type=float, default=1800.0, metavar="S",
-                   help="seconds to wait for each wave to finish (default: 1800)")
+    r.add_argument(
+        "--expires-hours",
+        type=float,
+        default=24.0,
+        metavar="H",
+        help="devices refuse the job after this (default: 24 hours)",
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="seconds to wait for each wave to finish (default: 1800)",
+    )
 
     st = command("status", "show the fleet: availability, installed versions, the last update job, stats", True)
-    st.add_argument("--json", action="store_true",
-                    help="print the devices' own documents as JSON (one line per refresh with --watch)")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="print the devices' own documents as JSON (one line per refresh with --watch)",
+    )
     st.add_argument("--watch", action="store_true", help="refresh every --interval seconds until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes (default: 2)")
-    st.add_argument("--wait", type=float, default=5.0, metavar="S",
-                    help="seconds to wait for the online devices' stats (default: 5)")
+    st.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for the online devices' stats (default: 5)",
+    )
 
     rb = command("rollback", "send a signed rollback order to a device or a group, and report the answers", True)
     where = rb.add_mutually_exclusive_group(required=True)
     where.add_argument("--device", metavar="ID", help="this device")
     where.add_argument("--group", help="every device in this group")
-    rb.add_argument("--kind", choices=("model", "content"), default="model",
-                    help="which bundle goes back to its previous version (default: model)")
-    rb.add_argument("--key", type=Path, required=True, metavar="SIGNING.key",
-                    help="signing key (devices refuse an unsigned rollback)")
+    rb.add_argument(
+        "--kind",
+        choices=("model", "content"),
+        default="model",
+        help="which bundle goes back to its previous version (default: model)",
+    )
+    rb.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        metavar="SIGNING.key",
+        help="signing key (devices refuse an unsigned rollback)",
+    )
     rb.add_argument("--cert", type=Path, required=True, metavar="CERT.json", help="its root-signed certificate")
     rb.add_argument("--revocations", type=Path, metavar="FILE", help="the newest revocation list, sent with it")
-    rb.add_argument("--expires-minutes", type=float, default=10.0, metavar="M",
-                    help="devices refuse the order after this (default: 10 minutes)")
-    rb.add_argument("--wait", type=float, default=15.0, metavar="S",
-                    help="seconds to wait for the online devices' answers (default: 15)")
+    rb.add_argument(
+        "--expires-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="devices refuse the order after this (default: 10 minutes)",
+    )
+    rb.add_argument(
+        "--wait",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="seconds to wait for the online devices' answers (default: 15)",
+    )
     return p
 
 
@@ -646,8 +898,10 @@ def _signer(args: argparse.Namespace) -> Signer:
 def _publish(fleet: FleetClient, args: argparse.Namespace, info: dict[str, Any], chunks: list[bytes]) -> int:
     if args.command == "publish":
         fleet.publish_bundle(info, chunks)
-        print(f"published {info['name']} {info['version']}: {info['size']} bytes in {len(chunks)} "
-              f"retained chunks under {info['topic']}")
+        print(
+            f"published {info['name']} {info['version']}: {info['size']} bytes in {len(chunks)} "
+            f"retained chunks under {info['topic']}"
+        )
     else:
         fleet.unpublish(info)
         print(f"cleared {len(chunks)} retained chunks of {info['name']} {info['version']} under {info['topic']}")
@@ -656,12 +910,15 @@ def _publish(fleet: FleetClient, args: argparse.Namespace, info: dict[str, Any],
 
 def _unknown(fleet: FleetClient, known: dict[str, Any], device: str) -> BadInput:
     names = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
-    return BadInput(f"no device {device!r} on the broker at {fleet.where} (it has never published "
-                    f"{fleet.prefix}/{device}/state); known devices: {names}")
+    return BadInput(
+        f"no device {device!r} on the broker at {fleet.where} (it has never published "
+        f"{fleet.prefix}/{device}/state); known devices: {names}"
+    )
 
 
-def _rollout(fleet: FleetClient, args: argparse.Namespace, signer: Signer, info: dict[str, Any],
-             chunks: list[bytes]) -> int:
+def _rollout(
+    fleet: FleetClient, args: argparse.Namespace, signer: Signer, info: dict[str, Any], chunks: list[bytes]
+) -> int:
     key, cert, revocations = signer
     if args.device:
         known = fleet.known()
@@ -678,10 +935,19 @@ def _rollout(fleet: FleetClient, args: argparse.Namespace, signer: Signer, info:
     else:
         targets = targets_of(group=args.group, fleet=args.fleet)
     fleet.publish_bundle(info, chunks)
-    envelope = make_job(info, key, cert, targets=targets, expires_s=args.expires_hours * 3600,
-                        group=args.group, revocations=revocations, rollout=uuid.uuid4().hex[:8])
-    report = rollout(fleet, envelope, selected, args.canary, args.success_ratio, args.max_failures,
-                     args.batch, args.timeout)
+    envelope = make_job(
+        info,
+        key,
+        cert,
+        targets=targets,
+        expires_s=args.expires_hours * 3600,
+        group=args.group,
+        revocations=revocations,
+        rollout=uuid.uuid4().hex[:8],
+    )
+    report = rollout(
+        fleet, envelope, selected, args.canary, args.success_ratio, args.max_failures, args.batch, args.timeout
+    )
     print(json.dumps(report, indent=2))
     return EXIT_FAILED if report["aborted"] else EXIT_OK
 
@@ -722,8 +988,9 @@ def _rollback(fleet: FleetClient, args: argparse.Namespace, signer: Signer) -> i
     online = [d for d in members if known[d].get("availability") == "online"]
     offline = [d for d in members if d not in online]
     targets = targets_of(devices=[args.device] if args.device else None, group=args.group)
-    order = make_rollback(args.kind, key, cert, targets=targets, expires_s=args.expires_minutes * 60,
-                          revocations=revocations)
+    order = make_rollback(
+        args.kind, key, cert, targets=targets, expires_s=args.expires_minutes * 60, revocations=revocations
+    )
     token = fleet.command(args.group or args.device, "rollback", order, group=bool(args.group))
     where = f"group {args.group} ({len(members)} devices)" if args.group else args.device
     print(f"rollback of {args.kind} sent to {where} (order {order['order']['id']})")
@@ -734,18 +1001,24 @@ def _rollback(fleet: FleetClient, args: argparse.Namespace, signer: Signer) -> i
     for answer in answers:
         if answer.get("ok"):
             restored = answer.get("restored") or {}
-            print(f"rolled back: {answer.get('kind', args.kind)} is now {restored.get('name', '?')} "
-                  f"{restored.get('version', '?')}")
+            print(
+                f"rolled back: {answer.get('kind', args.kind)} is now {restored.get('name', '?')} "
+                f"{restored.get('version', '?')}"
+            )
         else:
             print(f"refused: {(answer.get('error') or {}).get('message', answer)}")
         print(json.dumps(answer, indent=2))
     if offline:
         expires = time.strftime("%H:%M:%S UTC", time.gmtime(order["order"]["expires"]))
-        print(f"offline: {', '.join(offline)}: the order waits on the broker and runs on return, if before it "
-              f"expires at {expires}")
+        print(
+            f"offline: {', '.join(offline)}: the order waits on the broker and runs on return, if before it "
+            f"expires at {expires}"
+        )
     if len(answers) < len(online):
-        print(f"no answer within {args.wait:g} s from {len(online) - len(answers)} of the {len(online)} online "
-              f"device(s)", file=sys.stderr)
+        print(
+            f"no answer within {args.wait:g} s from {len(online) - len(answers)} of the {len(online)} online device(s)",
+            file=sys.stderr,
+        )
     confirmed = bool(answers) and all(a.get("ok") for a in answers) and len(answers) >= len(online)
     return EXIT_OK if confirmed else EXIT_FAILED
 

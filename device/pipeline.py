@@ -207,8 +207,7 @@ class Animator:
             drive = drive[index]
 
         track = motion_track(n_frames, request.fps, speech=speech, drive=drive, seed=request.seed)
-        renderer = Renderer(image, face, generator=self.generator,
-                            timer=timer, person_mask=person)
+        renderer = Renderer(image, face, generator=self.generator, timer=timer, person_mask=person)
         height, width = image.shape[:2]
         audio = None if speech is None else speech.audio
         rate = None if speech is None else speech.sample_rate

@@ -88,9 +88,27 @@ def test_an_empty_folder_is_not_an_output_yet(tmp_path: Path) -> None:
 
 def start_long_render(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "device.cli", "animate", "--seconds", "60", "--fps", "25", "--size", "256",
-         "--backend", "none", "--quiet", "--out", str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "device.cli",
+            "animate",
+            "--seconds",
+            "60",
+            "--fps",
+            "25",
+            "--size",
+            "256",
+            "--backend",
+            "none",
+            "--quiet",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

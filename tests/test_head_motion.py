@@ -139,8 +139,9 @@ def test_a_still_photo_is_not_a_driving_video(tmp_path, astronaut) -> None:
 def test_a_large_photo_is_capped_at_a_long_side_of_1920_and_says_so(tmp_path, astronaut) -> None:
     big = tmp_path / "big.png"
     Image.fromarray(astronaut).resize((2400, 2400)).save(big)
-    done = run_cli("animate", str(big), "--seconds", "0.2", "--backend", "none", "--out", str(tmp_path / "b.mp4"),
-                   "--json")
+    done = run_cli(
+        "animate", str(big), "--seconds", "0.2", "--backend", "none", "--out", str(tmp_path / "b.mp4"), "--json"
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert probe_video(tmp_path / "b.mp4").width == 1920

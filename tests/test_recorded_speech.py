@@ -52,7 +52,8 @@ def agreement(phones: list[TimedPhone], truth: Speech) -> float:
 def open_vowels(phones: list[TimedPhone]) -> list[TimedPhone]:
     """Open vowels that follow a closure (m, b, p) or a pause: where a mouth must visibly open."""
     return [
-        phone for before, phone in itertools.pairwise(phones)
+        phone
+        for before, phone in itertools.pairwise(phones)
         if phone.viseme in OPEN and before.viseme in ("PP", "sil") and phone.end - phone.start > 0.06
     ]
 
@@ -157,8 +158,9 @@ def test_silence_is_reported_and_the_mouth_stays_shut(tmp_path: Path) -> None:
     rate = 16000
     hiss = np.random.default_rng(1).normal(0, 3e-4, rate * 3).astype(np.float32)
     wav = write_wav(tmp_path / "silence.wav", hiss, rate)
-    result = run_cli("animate", "--audio", str(wav), "--size", "128", "--backend", "none",
-                     "--out", str(tmp_path / "s.mp4"), "--json")
+    result = run_cli(
+        "animate", "--audio", str(wav), "--size", "128", "--backend", "none", "--out", str(tmp_path / "s.mp4"), "--json"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["speech_timing"] == "silence" and "no speech found" in summary["warnings"][0]

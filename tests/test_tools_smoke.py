@@ -23,15 +23,21 @@ def tool(name: str, *args: str, tmp: Path | None = None, timeout: float = 240) -
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if tmp is not None:
         env["TMPDIR"] = str(tmp)
-    return subprocess.run([sys.executable, "-m", f"tools.{name}", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"tools.{name}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def row(output: str, label: str) -> str:
     """The value column of a two-column table row."""
     line = next((x for x in output.splitlines() if x.startswith(label)), None)
     assert line is not None, f"no row {label!r} in:\n{output}"
-    return line[len(label):].strip()
+    return line[len(label) :].strip()
 
 
 @pytest.mark.slow
@@ -72,8 +78,23 @@ def test_bench_flood_fifty_commands() -> None:
 
 @pytest.mark.slow
 def test_bench_live_a_few_frames() -> None:
-    done = tool("bench_live", "--seconds", "1", "--warmup", "0.5", "--size", "128", "--performer-frames", "10",
-                "--runs", "1", "--soak-jobs", "1", "--backend", "none")
+    done = tool(
+        "bench_live",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0.5",
+        "--size",
+        "128",
+        "--performer-frames",
+        "10",
+        "--runs",
+        "1",
+        "--soak-jobs",
+        "1",
+        "--backend",
+        "none",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "mirror mode, 128x128 output" in out
@@ -96,8 +117,9 @@ def test_review_sheet_at_a_small_size(tmp_path: Path) -> None:
 
 
 def test_review_without_a_generator_is_exit_2(tmp_path: Path) -> None:
-    done = tool("review", "--backend", "tflite", "--bundle", str(tmp_path / "no-bundle"), "--out",
-                str(tmp_path / "r.png"))
+    done = tool(
+        "review", "--backend", "tflite", "--bundle", str(tmp_path / "no-bundle"), "--out", str(tmp_path / "r.png")
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no-bundle" in done.stderr and not (tmp_path / "r.png").exists()
 

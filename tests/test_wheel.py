@@ -41,11 +41,18 @@ def run(*command: str | Path, timeout: float = 120, **options) -> subprocess.Com
 def source_copy(dest: Path) -> Path:
     """The checkout's files (tracked, and new ones git does not ignore), copied: setuptools writes build/
     and *.egg-info beside the sources it builds, and this checkout may be in use."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, timeout=60)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
     if listed.returncode != 0:  # not a git checkout (an unpacked sdist): everything but the usual build litter
-        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info",
-                                                                  "__pycache__", ".*_cache"))
+        shutil.copytree(
+            ROOT,
+            dest,
+            ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"),
+        )
         return dest
     for name in filter(None, listed.stdout.decode().split("\0")):
         if (ROOT / name).is_file():  # listed but deleted in the working tree: left out, as a build would
@@ -86,16 +93,18 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path, capsys
     built = time.perf_counter()
     keys = sorted(p.name for p in (ROOT / "device" / "runtime" / "keys").glob("*.pub"))
     assert keys and {f"device/runtime/keys/{k}" for k in keys} <= names
-    assert {"device/runtime/bundles/default/manifest.json", "device/runtime/bundles/default/signature.json",
-            "device/fleet.py"} <= names
+    assert {
+        "device/runtime/bundles/default/manifest.json",
+        "device/runtime/bundles/default/signature.json",
+        "device/fleet.py",
+    } <= names
     assert not any(n.startswith(("tests/", "models/checkpoints/")) for n in names)
 
     # Install into a fresh venv without pip; its dependencies are this venv's, appended after its own
     # site-packages by a .pth line (so the editable install of the checkout there is not activated).
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv, env=env)
-    run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps", "-q", wheel,
-        env=env)
+    run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps", "-q", wheel, env=env)
     site = venv / "lib" / PY / "site-packages"
     (site / "zz-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     installed = time.perf_counter()
@@ -115,38 +124,86 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path, capsys
     elsewhere.mkdir()
     env["PYTHONPATH"] = str(decoys)
     portrait = venv / "bin" / "portrait"
-    where = run(venv / "bin" / "python", "-c", "import device.runtime as r; print(r.__file__, r.DEFAULT_BUNDLE)",
-                cwd=elsewhere, env=env).stdout.split()
+    where = run(
+        venv / "bin" / "python",
+        "-c",
+        "import device.runtime as r; print(r.__file__, r.DEFAULT_BUNDLE)",
+        cwd=elsewhere,
+        env=env,
+    ).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where
-    decoyed = subprocess.run([venv / "bin" / "python", "-c", "import tools"], cwd=elsewhere, env=env,
-                             capture_output=True, text=True, timeout=60)
+    decoyed = subprocess.run(
+        [venv / "bin" / "python", "-c", "import tools"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "the portrait command imported tools" in decoyed.stderr  # the decoys are in effect
 
-    run(portrait, "animate", "--text", "Hello", "--size", "128", "--backend", "none", "--out", "clip.mp4",
-        cwd=elsewhere, env=env)
+    run(
+        portrait,
+        "animate",
+        "--text",
+        "Hello",
+        "--size",
+        "128",
+        "--backend",
+        "none",
+        "--out",
+        "clip.mp4",
+        cwd=elsewhere,
+        env=env,
+    )
     rendered = time.perf_counter()
     count, size, audio = frames_of(elsewhere / "clip.mp4")
     assert count >= 10 and max(size) == 128 and audio > 0.2, (count, size, audio)
 
     # The generator of the packaged bundle: its signature checked against the packaged keys.
-    summary = json.loads(run(portrait, "animate", "--text", "Hi", "--size", "128", "--backend", "tflite",
-                             "--out", "generator.mp4", "--json", cwd=elsewhere, env=env).stdout)
+    summary = json.loads(
+        run(
+            portrait,
+            "animate",
+            "--text",
+            "Hi",
+            "--size",
+            "128",
+            "--backend",
+            "tflite",
+            "--out",
+            "generator.mp4",
+            "--json",
+            cwd=elsewhere,
+            env=env,
+        ).stdout
+    )
     assert summary["generator"] and "tflite" in json.dumps(summary["generator"]), summary["generator"]
     assert frames_of(elsewhere / "generator.mp4")[0] == summary["frames"]
 
     photo = elsewhere / "portrait.png"
     Image.fromarray(np.ascontiguousarray(data.astronaut())).save(photo)
     config = elsewhere / "portrait.toml"
-    config.write_text(f'mode = "portrait"\n[device]\nid = "wheel-kiosk"\nstate_dir = "{elsewhere / "state"}"\n'
-                      f'[mqtt]\nenabled = false\n[portrait]\nphoto = "{photo}"\n')
+    config.write_text(
+        f'mode = "portrait"\n[device]\nid = "wheel-kiosk"\nstate_dir = "{elsewhere / "state"}"\n'
+        f'[mqtt]\nenabled = false\n[portrait]\nphoto = "{photo}"\n'
+    )
     assert "OK" in run(portrait, "serve", "--config", config, "--check-config", cwd=elsewhere, env=env).stdout
     config.write_text(config.read_text() + "[jobs]\nqueue_sise = 3\n")
-    bad = subprocess.run([portrait, "serve", "--config", config, "--check-config"], cwd=elsewhere, env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [portrait, "serve", "--config", config, "--check-config"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "queue_sise" in bad.stderr, bad.stderr
     assert run(portrait, "fleet", "--help", cwd=elsewhere, env=env).stdout.startswith("usage: portrait fleet")
 
     with capsys.disabled():
-        print(f"\nwheel {wheel.name}: {len(names)} files, {wheel.stat().st_size / 1e6:.2f} MB; build "
-              f"{built - started:.1f} s, install {installed - built:.1f} s, render {rendered - installed:.1f} s: "
-              f"build-install-render {rendered - started:.1f} s")
+        print(
+            f"\nwheel {wheel.name}: {len(names)} files, {wheel.stat().st_size / 1e6:.2f} MB; build "
+            f"{built - started:.1f} s, install {installed - built:.1f} s, render {rendered - installed:.1f} s: "
+            f"build-install-render {rendered - started:.1f} s"
+        )

@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         (work / "portrait.toml").write_text(toml_dumps(config))
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "device.service", "--config", str(work / "portrait.toml")],
-                                    cwd=args.repo, stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "device.service", "--config", str(work / "portrait.toml")],
+                cwd=args.repo,
+                stdout=log,
+                stderr=log,
+            )
 
         sent: dict[bytes, float] = {}
         replies: dict[bytes, tuple[float, dict[str, Any]]] = {}

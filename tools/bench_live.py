@@ -43,8 +43,9 @@ def _performer(path: Path, frames: int = 100, size: int = 512) -> None:
             writer.write(cv2.resize(renderer.render(params), (size, size), interpolation=cv2.INTER_AREA))
 
 
-def bench_mirror(seconds: float, camera_fps: float | None, video: Path, animator: Any, size: int = 512,
-                 warmup: float = 2.0) -> dict[str, Any]:
+def bench_mirror(
+    seconds: float, camera_fps: float | None, video: Path, animator: Any, size: int = 512, warmup: float = 2.0
+) -> dict[str, Any]:
     from device import assets
     from device.config import AppConfig
     from device.service.live import LiveRenderer
@@ -63,9 +64,11 @@ def bench_mirror(seconds: float, camera_fps: float | None, video: Path, animator
         stage = LiveRenderer()
         frames: list[float] = []
         stage.frame_listeners.append(lambda _frame: frames.append(time.perf_counter()))
-        stage.start("mirror", config, StageHooks(
-            metrics=metrics, face_seen=lambda _: None, emit=lambda *_: None, renderer=lambda: animator
-        ))
+        stage.start(
+            "mirror",
+            config,
+            StageHooks(metrics=metrics, face_seen=lambda _: None, emit=lambda *_: None, renderer=lambda: animator),
+        )
         time.sleep(warmup)
         start_count, started = len(frames), time.perf_counter()
         time.sleep(seconds)
@@ -170,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="mirror measurement per row (default: 15)")
     parser.add_argument("--warmup", type=float, default=2.0, help="mirror warm-up before measuring (default: 2 s)")
     parser.add_argument("--size", type=int, default=512, help="output and camera size in pixels (default: 512)")
-    parser.add_argument("--performer-frames", type=int, default=100,
-                        help="frames of the performer video the file camera loops (default: 100)")
+    parser.add_argument(
+        "--performer-frames",
+        type=int,
+        default=100,
+        help="frames of the performer video the file camera loops (default: 100)",
+    )
     parser.add_argument("--runs", type=int, default=5, help="capture-to-first-frame runs (default: 5)")
     parser.add_argument("--soak-jobs", type=int, default=30, help="animate jobs in the memory soak (0: skip)")
     parser.add_argument(
@@ -189,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "performer.mp4"
         _performer(video, args.performer_frames, size)
-        rows = [bench_mirror(args.seconds, camera_fps, video, animator, size, args.warmup)
-                for camera_fps in (25.0, None)]
+        rows = [
+            bench_mirror(args.seconds, camera_fps, video, animator, size, args.warmup) for camera_fps in (25.0, None)
+        ]
     print(f"\nmirror mode, {size}x{size} output, camera frame -> displayed frame (headless display)")
     print(f"{'camera':<22} {'fps':>7} {'latency p50 ms':>15} {'p95 ms':>8}")
     for row in rows:

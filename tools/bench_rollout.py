@@ -41,8 +41,11 @@ class NullAnimator:
 def run_device(config: str) -> int:
     from device.service.daemon import main
 
-    return main(["--config", config], animator_factory=lambda backend, keys=None, options=None: NullAnimator(),
-                stage_factory=lambda: None)
+    return main(
+        ["--config", config],
+        animator_factory=lambda backend, keys=None, options=None: NullAnimator(),
+        stage_factory=lambda: None,
+    )
 
 
 class TooSmall(ValueError):
@@ -71,8 +74,10 @@ def make_bundle(dest: Path, size: int, key: Any) -> Path:
     used = sum(p.stat().st_size for p in dest.iterdir()) + 16384  # + manifest, signature and archive headers
     if size < used:
         least = math.ceil(used / 1e5) / 10
-        raise TooSmall(f"--mb {size / 1e6:g}: the smallest real bundle is {least:g} MB (an ONNX model and "
-                       f"one golden vector); give --mb {least:g} or more")
+        raise TooSmall(
+            f"--mb {size / 1e6:g}: the smallest real bundle is {least:g} MB (an ONNX model and "
+            f"one golden vector); give --mb {least:g} or more"
+        )
     (dest / "filler.bin").write_bytes(os.urandom(size - used))
     doc["filler"] = {"path": "filler.bin", "why": "benchmark: pads the bundle to its size"}
     (dest / "manifest.json").write_text(json.dumps(doc, indent=2))
@@ -88,8 +93,12 @@ def log_tail(path: Path, lines: int = 15) -> str:
 def sys_bytes(port: int) -> tuple[int, int]:
     out = {}
     for leaf in ("sent", "received"):
-        text = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", f"$SYS/broker/bytes/{leaf}", "-C", "1",
-                               "-W", "5"], capture_output=True, text=True, timeout=10).stdout.strip()
+        text = subprocess.run(
+            ["mosquitto_sub", "-p", str(port), "-t", f"$SYS/broker/bytes/{leaf}", "-C", "1", "-W", "5"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         out[leaf] = int(text or 0)
     return out["sent"], out["received"]
 
@@ -108,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.devices < 1 or args.chunk_kb < 1:
         p.error("--devices and --chunk-kb must be at least 1")
     if importlib.util.find_spec("onnxruntime") is None:
-        print("bench_rollout: the simulated devices health-check the bundle on ONNX Runtime, which is not "
-              "installed (pip install 'talking-portrait[onnxruntime]')", file=sys.stderr)
+        print(
+            "bench_rollout: the simulated devices health-check the bundle on ONNX Runtime, which is not "
+            "installed (pip install 'talking-portrait[onnxruntime]')",
+            file=sys.stderr,
+        )
         return 2
 
     sys.path.insert(0, str(REPO))
@@ -138,25 +150,42 @@ def main(argv: list[str] | None = None) -> int:
                 "device": {"id": dev, "kind": "pi5", "state_dir": str(work / dev / "state")},
                 "mqtt": {"host": "127.0.0.1", "port": broker.port, "stats_interval_s": 30.0},
                 "generator": {"backend": "none"},
-                "updates": {"root_key": str(work / "root.pub"), "root": str(work / dev / "assets"),
-                            "probation_s": 0.0, "latency_budget_ms": 5000.0, "window_chunks": 8},
+                "updates": {
+                    "root_key": str(work / "root.pub"),
+                    "root": str(work / dev / "assets"),
+                    "probation_s": 0.0,
+                    "latency_budget_ms": 5000.0,
+                    "window_chunks": 8,
+                },
             }
             path = work / f"{dev}.toml"
             path.write_text(toml_dumps(cfg))
             with (work / f"{dev}.log").open("wb") as log:
-                procs.append(subprocess.Popen([sys.executable, "-m", "tools.bench_rollout", "--device-config",
-                                               str(path)], cwd=REPO, stdout=log, stderr=log))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "tools.bench_rollout", "--device-config", str(path)],
+                        cwd=REPO,
+                        stdout=log,
+                        stderr=log,
+                    )
+                )
         fleet = FleetClient("127.0.0.1", broker.port)
         deadline = time.monotonic() + 120
         while not fleet.wait(lambda: all((fleet.devices.get(d, {}).get("state") or {}).get("ready") for d in ids), 1):
             exited = [(d, proc.returncode) for d, proc in zip(ids, procs, strict=True) if proc.poll() is not None]
             if exited or time.monotonic() > deadline:
                 keep = True
-                dev = exited[0][0] if exited else next(
-                    d for d in ids if not (fleet.devices.get(d, {}).get("state") or {}).get("ready"))
+                dev = (
+                    exited[0][0]
+                    if exited
+                    else next(d for d in ids if not (fleet.devices.get(d, {}).get("state") or {}).get("ready"))
+                )
                 why = f"exited with code {exited[0][1]} at start" if exited else "was not ready within 120 s"
-                print(f"bench_rollout: simulated device {dev} {why}; the logs are kept in {work}\n"
-                      f"{work / f'{dev}.log'}, last lines:\n{log_tail(work / f'{dev}.log')}", file=sys.stderr)
+                print(
+                    f"bench_rollout: simulated device {dev} {why}; the logs are kept in {work}\n"
+                    f"{work / f'{dev}.log'}, last lines:\n{log_tail(work / f'{dev}.log')}",
+                    file=sys.stderr,
+                )
                 return 1
         time.sleep(2.0)  # let the $SYS counters tick past the start-up traffic
         sent0, recv0 = sys_bytes(broker.port)
@@ -200,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         failed = {d: s for d, s in report["results"].items() if s != "SUCCEEDED"}
         untouched = f", {len(report['untouched'])} untouched" if report["untouched"] else ""
         dev = next(iter(failed), ids[0])
-        print(f"bench_rollout: {len(failed)} of {args.devices} devices did not succeed "
-              f"({', '.join(f'{d}={s}' for d, s in failed.items())}{untouched}); the logs are kept in {work}\n"
-              f"{work / f'{dev}.log'}, last lines:\n{log_tail(work / f'{dev}.log')}", file=sys.stderr)
+        print(
+            f"bench_rollout: {len(failed)} of {args.devices} devices did not succeed "
+            f"({', '.join(f'{d}={s}' for d, s in failed.items())}{untouched}); the logs are kept in {work}\n"
+            f"{work / f'{dev}.log'}, last lines:\n{log_tail(work / f'{dev}.log')}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         for proc in procs:

@@ -170,20 +170,28 @@ def evaluate(clip: Path, judge: Judge, work: Path, backend: str, limit: int, rep
 
 
 def print_table(results: list[Reenactment], failed: list[tuple[str, str]]) -> None:
-    head = (f"{'clip':6} {'frames':>6} {'PSNR':>6} {'still':>6} {'gain':>6} {'SSIM':>6} {'still':>6} {'gain':>6} "
-            f"{'head r':>6} {'mouth r':>7} {'ident':>6} {'render s':>8}  verdict")
+    head = (
+        f"{'clip':6} {'frames':>6} {'PSNR':>6} {'still':>6} {'gain':>6} {'SSIM':>6} {'still':>6} {'gain':>6} "
+        f"{'head r':>6} {'mouth r':>7} {'ident':>6} {'render s':>8}  verdict"
+    )
     print(head)
     for r in results:
-        print(f"{r.clip:6} {r.frames:6d} {r.psnr:6.2f} {r.psnr_still:6.2f} {r.psnr - r.psnr_still:+6.2f} "
-              f"{r.ssim:6.3f} {r.ssim_still:6.3f} {r.ssim - r.ssim_still:+6.3f} {r.head_r:6.2f} {r.mouth_r:7.2f} "
-              f"{r.identity:6.2f} {r.render_s:8.1f}  {'PASS' if r.passes else 'FAIL'}")
+        print(
+            f"{r.clip:6} {r.frames:6d} {r.psnr:6.2f} {r.psnr_still:6.2f} {r.psnr - r.psnr_still:+6.2f} "
+            f"{r.ssim:6.3f} {r.ssim_still:6.3f} {r.ssim - r.ssim_still:+6.3f} {r.head_r:6.2f} {r.mouth_r:7.2f} "
+            f"{r.identity:6.2f} {r.render_s:8.1f}  {'PASS' if r.passes else 'FAIL'}"
+        )
     if results:
-        m = {k: float(np.nanmean([getattr(r, k) for r in results])) for k in
-             ("psnr", "psnr_still", "ssim", "ssim_still", "head_r", "mouth_r", "identity", "render_s")}
-        print(f"{'mean':6} {sum(r.frames for r in results):6d} {m['psnr']:6.2f} {m['psnr_still']:6.2f} "
-              f"{m['psnr'] - m['psnr_still']:+6.2f} {m['ssim']:6.3f} {m['ssim_still']:6.3f} "
-              f"{m['ssim'] - m['ssim_still']:+6.3f} {m['head_r']:6.2f} {m['mouth_r']:7.2f} {m['identity']:6.2f} "
-              f"{m['render_s']:8.1f}  {sum(r.passes for r in results)}/{len(results)}")
+        m = {
+            k: float(np.nanmean([getattr(r, k) for r in results]))
+            for k in ("psnr", "psnr_still", "ssim", "ssim_still", "head_r", "mouth_r", "identity", "render_s")
+        }
+        print(
+            f"{'mean':6} {sum(r.frames for r in results):6d} {m['psnr']:6.2f} {m['psnr_still']:6.2f} "
+            f"{m['psnr'] - m['psnr_still']:+6.2f} {m['ssim']:6.3f} {m['ssim_still']:6.3f} "
+            f"{m['ssim'] - m['ssim_still']:+6.3f} {m['head_r']:6.2f} {m['mouth_r']:7.2f} {m['identity']:6.2f} "
+            f"{m['render_s']:8.1f}  {sum(r.passes for r in results)}/{len(results)}"
+        )
     for name, why in failed:
         print(f"failed {name}: {why}")
     print("targets: face box >= still + 1.5 dB and SSIM + 0.03; head r >= 0.9; mouth r >= 0.7; identity <= 0.3")
@@ -214,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.json:
                 print(f"  {clip.stem}: done", file=sys.stderr)
     if args.json:
-        print(json.dumps({"clips": [asdict(r) | {"passes": r.passes} for r in results], "failed": failed,
-                          "targets": TARGETS}, indent=2))
+        print(
+            json.dumps(
+                {"clips": [asdict(r) | {"passes": r.passes} for r in results], "failed": failed, "targets": TARGETS},
+                indent=2,
+            )
+        )
     else:
         print_table(results, failed)
     return 1 if failed and not results else 0

@@ -85,9 +85,7 @@ def render_sheet(
 
     stage = load_generator(backend, bundle=bundle, threads=threads)
     if stage is None:
-        raise BadInput(
-            f"review: --backend {backend} loads no generator; name a runtime ({', '.join(RUNTIMES)})"
-        )
+        raise BadInput(f"review: --backend {backend} loads no generator; name a runtime ({', '.join(RUNTIMES)})")
     analyzer = FaceAnalyzer(threads)
     rows, stats = [], []
     for name, image in load_sources(photos):

@@ -37,8 +37,36 @@ FOREHEAD = 10
 CHIN_TIP = 152
 # Landmarks that move with the skull, not with expression: forehead, nose, outer eye corners, temples.
 # The head's rigid motion is fitted to these.
-SKULL = [10, 338, 297, 332, 109, 67, 103, 151, 108, 69, 337, 299, 6, 197, 195, 5, 4, 1, 33, 263, 127, 356,
-         234, 454, 162, 389, 21, 251]
+SKULL = [
+    10,
+    338,
+    297,
+    332,
+    109,
+    67,
+    103,
+    151,
+    108,
+    69,
+    337,
+    299,
+    6,
+    197,
+    195,
+    5,
+    4,
+    1,
+    33,
+    263,
+    127,
+    356,
+    234,
+    454,
+    162,
+    389,
+    21,
+    251,
+]
 NOSE_TIP = 1
 EYE_CENTRE_RIGHT = (33, 133)
 EYE_CENTRE_LEFT = (362, 263)

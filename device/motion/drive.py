@@ -198,6 +198,7 @@ def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | 
 def _performance(meshes: list, measures: list, first: int, fps: float) -> np.ndarray:
     """(frames, params) for a whole performance, relative to its first face."""
     reference = dict(measures[first])
+
     # The mouth opens from the performer's own closed mouth: a first frame caught mid-word would
     # otherwise make every later closing an opening of the wrong sign.
     def over_performance(key: str, percentile: float) -> float:

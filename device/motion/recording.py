@@ -60,8 +60,10 @@ def time_phones(audio: np.ndarray, rate: int, transcript: str | None, lang: str,
         phones, cost = acoustic.align_to_transcript(audio16k, transcript, lang, frames)
         if cost <= MISMATCH_COST:
             return Timing(phones, "espeak-dtw")
-        warning = (f"{name}: the transcript does not fit the recording (alignment cost {cost:.2f}, "
-                   f"over {MISMATCH_COST}); the mouth follows the sound instead")
+        warning = (
+            f"{name}: the transcript does not fit the recording (alignment cost {cost:.2f}, "
+            f"over {MISMATCH_COST}); the mouth follows the sound instead"
+        )
         log.warning(warning)
         return Timing(acoustic.acoustic_phones(audio16k, frames), "acoustic", warning)
     return Timing(acoustic.acoustic_phones(audio16k, frames), "acoustic")
@@ -71,5 +73,6 @@ def speech_from_recording(
     audio: np.ndarray, rate: int, transcript: str | None, lang: str, name: str = "audio"
 ) -> Speech:
     timing = time_phones(audio, rate, transcript, lang, name)
-    return Speech(audio=audio, sample_rate=rate, phones=timing.phones, text=transcript, timing=timing.path,
-                  warning=timing.warning)
+    return Speech(
+        audio=audio, sample_rate=rate, phones=timing.phones, text=transcript, timing=timing.path, warning=timing.warning
+    )

@@ -290,8 +290,7 @@ def _check_request(engine: _Engine, text: str, lang: str, voice: str | None, rat
         close = close or [name for name in engine.languages if name.split("-")[0] == lang.split("-")[0].lower()]
         hint = f" (did you mean {', '.join(close[:5])}?)" if close else ""
         raise BadInput(
-            f"language {lang!r}: not an eSpeak NG language{hint}; "
-            "list the valid ones with `portrait languages`"
+            f"language {lang!r}: not an eSpeak NG language{hint}; list the valid ones with `portrait languages`"
         )
     if voice is not None and voice not in engine.variants:
         raise BadInput(

@@ -407,9 +407,7 @@ def mouth_track(phones: list[TimedPhone], fps: float, n_frames: int, lead_s: flo
     return np.clip(track, 0.0, 1.0).astype(np.float32)
 
 
-def speaking_envelope(
-    phones: list[TimedPhone], fps: float, n_frames: int, lead_s: float = SPEECH_LEAD_S
-) -> np.ndarray:
+def speaking_envelope(phones: list[TimedPhone], fps: float, n_frames: int, lead_s: float = SPEECH_LEAD_S) -> np.ndarray:
     """Per frame 0..1: 1 from just before the first sound to just after the last, 0 outside.
 
     It drives `mouth_close`: while speaking, a photo that rests with parted lips (a smile with teeth)

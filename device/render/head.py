@@ -110,8 +110,12 @@ class HeadMotion:
         x0, y0, x1, y1 = self.box
         height, width = self.shape
         near = 0.25 * self.face_w
-        return ((xy[..., 0] - x0 < near) & (x0 == 0)) | ((x1 - 1 - xy[..., 0] < near) & (x1 == width)) | (
-            (xy[..., 1] - y0 < near) & (y0 == 0)) | ((y1 - 1 - xy[..., 1] < near) & (y1 == height))
+        return (
+            ((xy[..., 0] - x0 < near) & (x0 == 0))
+            | ((x1 - 1 - xy[..., 0] < near) & (x1 == width))
+            | ((xy[..., 1] - y0 < near) & (y0 == 0))
+            | ((y1 - 1 - xy[..., 1] < near) & (y1 == height))
+        )
 
     def _fill_background(self, patch: np.ndarray, person: np.ndarray, grid: np.ndarray) -> np.ndarray:
         """The box with the head taken out and the background continued into the hole."""

@@ -62,7 +62,9 @@ class Backend(ABC):
 
     @classmethod
     def make_config(
-        cls, config: BackendConfig | Mapping[str, Any] | None = None, threads: int | None = None,
+        cls,
+        config: BackendConfig | Mapping[str, Any] | None = None,
+        threads: int | None = None,
         device: str | None = None,
     ) -> BackendConfig:
         """The settings validated by `config_model`; a wrong one raises BadInput naming the field."""

@@ -14,8 +14,7 @@ class OpenVinoConfig(BackendConfig):
     device: str = Field(
         "CPU",
         pattern=r"^[A-Z0-9_.:,()-]+$",
-        description="OpenVINO device name: CPU, GPU, GPU.1, NPU, AUTO, HETERO:GPU,CPU ... "
-        "(threads apply to CPU only).",
+        description="OpenVINO device name: CPU, GPU, GPU.1, NPU, AUTO, HETERO:GPU,CPU ... (threads apply to CPU only).",
     )
 
     @field_validator("device", mode="before")

@@ -229,8 +229,11 @@ class RollbackCommand(Command):
     def _signed(cls, data: Any) -> Any:
         # The old unsigned form ({"kind": ...}) gets a reason, not just "field required".
         if isinstance(data, dict) and not {"order", "signature", "cert"} <= data.keys():
-            raise CommandError("order", "rollback takes a signed order (order, signature, cert), as `portrait "
-                               "fleet rollback --key ... --cert ...` sends it; this one is not signed")
+            raise CommandError(
+                "order",
+                "rollback takes a signed order (order, signature, cert), as `portrait "
+                "fleet rollback --key ... --cert ...` sends it; this one is not signed",
+            )
         return data
 
 

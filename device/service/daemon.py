@@ -82,8 +82,11 @@ class Daemon:
         self._commander: threading.Thread | None = None
 
         state_dir = self.config.device.state_dir
-        for key, folder in (("device.state_dir", state_dir), ("output.clips_dir", self.config.clips_dir),
-                            ("device.state_dir", self.config.media_dir)):
+        for key, folder in (
+            ("device.state_dir", state_dir),
+            ("output.clips_dir", self.config.clips_dir),
+            ("device.state_dir", self.config.media_dir),
+        ):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -93,25 +96,42 @@ class Daemon:
         self.outbox = Outbox(state_dir / "outbox.sqlite", mqtt.outbox_max_events)
         self.topics = Topics(mqtt.topic_prefix, self.config.device.id, tuple(self.config.device.groups))
         # The job, capture, visitor and snapshot topics (Home Assistant's entities read them).
-        self.status = StatusTopics(self.topics, lambda: self.config.portrait.visitor_frames, self._snapshot_expiry_s,
-                                   camera=self.config.camera is not None)
+        self.status = StatusTopics(
+            self.topics,
+            lambda: self.config.portrait.visitor_frames,
+            self._snapshot_expiry_s,
+            camera=self.config.camera is not None,
+        )
         self.sampler = ProcSampler(state_dir)
         self.security_warnings = transport_warnings(self.config)
         self.runner = JobRunner(self.queue, lambda: self.config, self.emit, self.metrics, self._show_clip)
         self.updater = Updater(self)
-        hooks = StageHooks(metrics=self.metrics, face_seen=self._face_seen, emit=self.emit,
-                           renderer=lambda: self.runner.animator, capture=self._capture_by_key)
+        hooks = StageHooks(
+            metrics=self.metrics,
+            face_seen=self._face_seen,
+            emit=self.emit,
+            renderer=lambda: self.runner.animator,
+            capture=self._capture_by_key,
+        )
         stage = stage_factory() if stage_factory is not None else None
         self.handlers = CommandHandlers(
-            store=store, runner=self.runner, modes=None,  # type: ignore[arg-type]  # set just below
-            updates=self.updater, config=lambda: self.config, apply_config=self._apply_config, emit=self.emit,
-            state=self.state_doc, last_stats=lambda: self.last_stats, grab_frame=self._grab_frame,
+            store=store,
+            runner=self.runner,
+            modes=None,  # type: ignore[arg-type]  # set just below
+            updates=self.updater,
+            config=lambda: self.config,
+            apply_config=self._apply_config,
+            emit=self.emit,
+            state=self.state_doc,
+            last_stats=lambda: self.last_stats,
+            grab_frame=self._grab_frame,
         )
         self.modes = ModeController(self.config, stage, hooks, self.handlers.say_as_clip)
         self.handlers.modes = self.modes
         self.router = CommandRouter(self.handlers.routes(), self.command_context)
-        self.inbox = CommandInbox(self.router.handle, self._reply, max_commands=mqtt.command_queue,
-                                  max_bytes=2 * mqtt.max_payload_bytes)
+        self.inbox = CommandInbox(
+            self.router.handle, self._reply, max_commands=mqtt.command_queue, max_bytes=2 * mqtt.max_payload_bytes
+        )
 
     # -- the parts' shared surface ----------------------------------------------------------------
 
@@ -176,8 +196,14 @@ class Daemon:
             except ModeUnavailable:
                 continue
             modes.append(mode)
-        return discovery_messages(self.topics, prefix, __version__, self.config.device.kind,
-                                  modes=modes or [self.modes.mode], camera=self.config.camera is not None)
+        return discovery_messages(
+            self.topics,
+            prefix,
+            __version__,
+            self.config.device.kind,
+            modes=modes or [self.modes.mode],
+            camera=self.config.camera is not None,
+        )
 
     def _publish_discovery(self, remove_prefix: str | None = None) -> None:
         """Retained entity configs; with `remove_prefix`, empty ones first, so Home Assistant drops the
@@ -227,7 +253,11 @@ class Daemon:
     def command_context(self) -> CommandContext:
         jobs, mqtt = self.config.jobs, self.config.mqtt
         return CommandContext(
-            jobs.photo_dirs, jobs.audio_dirs, mqtt.max_payload_bytes, jobs.max_photo_bytes, jobs.max_photo_pixels,
+            jobs.photo_dirs,
+            jobs.audio_dirs,
+            mqtt.max_payload_bytes,
+            jobs.max_photo_bytes,
+            jobs.max_photo_pixels,
             mqtt.command_max_age_s,
         )
 
@@ -271,14 +301,21 @@ class Daemon:
         """Adopt a changed config in every part. Connection, identity, paths and keys stay as the
         process started with them: only the local file changes those, and it is read at start."""
         old = self.config
-        self.config = new.model_copy(update={
-            "mqtt": old.mqtt.model_copy(update={
-                "stats_interval_s": new.mqtt.stats_interval_s,
-                "homeassistant": new.mqtt.homeassistant,
-            }),
-            "device": old.device, "generator": old.generator, "camera": old.camera, "log": old.log,
-            "updates": old.updates,
-        })
+        self.config = new.model_copy(
+            update={
+                "mqtt": old.mqtt.model_copy(
+                    update={
+                        "stats_interval_s": new.mqtt.stats_interval_s,
+                        "homeassistant": new.mqtt.homeassistant,
+                    }
+                ),
+                "device": old.device,
+                "generator": old.generator,
+                "camera": old.camera,
+                "log": old.log,
+                "updates": old.updates,
+            }
+        )
         self.queue.max_size = new.jobs.queue_size
         self.queue.max_attempts = new.jobs.max_attempts
         self.queue.timeout_s = new.jobs.timeout_s
@@ -346,8 +383,16 @@ class Daemon:
 
     def _start(self) -> None:
         cfg = self.config
-        log.info("starting", extra=kv(version=__version__, device=cfg.device.id, mode=cfg.mode,
-                                      state_dir=str(cfg.device.state_dir), config_revision=cfg.revision()))
+        log.info(
+            "starting",
+            extra=kv(
+                version=__version__,
+                device=cfg.device.id,
+                mode=cfg.mode,
+                state_dir=str(cfg.device.state_dir),
+                config_revision=cfg.revision(),
+            ),
+        )
         if self.store.override_error:
             log.warning("config override ignored", extra=kv(error=self.store.override_error))
         for warning in self.security_warnings:
@@ -379,8 +424,9 @@ class Daemon:
             warm_up()
         self.model = model_info(self.animator)
         self.runner.start()
-        self._commander = threading.Thread(target=self.inbox.serve, args=(self.stop_event,), name="commands",
-                                           daemon=True)
+        self._commander = threading.Thread(
+            target=self.inbox.serve, args=(self.stop_event,), name="commands", daemon=True
+        )
         self._commander.start()
         self.ready = True
         self.publish_state()
@@ -466,11 +512,15 @@ def transport_warnings(config: AppConfig) -> list[str]:
         return []
     warnings = []
     if not mqtt.tls.enabled:
-        warnings.append(f"MQTT to {mqtt.host} is plaintext (mqtt.tls.enabled = false): commands and "
-                        "credentials can be read and forged on the network")
+        warnings.append(
+            f"MQTT to {mqtt.host} is plaintext (mqtt.tls.enabled = false): commands and "
+            "credentials can be read and forged on the network"
+        )
     if mqtt.username is None and mqtt.tls.cert_file is None:
-        warnings.append(f"no credentials for the broker at {mqtt.host} (mqtt.username, mqtt.tls.cert_file): "
-                        "anyone the broker admits can send this device commands")
+        warnings.append(
+            f"no credentials for the broker at {mqtt.host} (mqtt.username, mqtt.tls.cert_file): "
+            "anyone the broker admits can send this device commands"
+        )
     return warnings
 
 
@@ -525,9 +575,15 @@ def check_files(config: AppConfig) -> None:
     photos = [("portrait.photo", config.portrait.photo), ("mirror.photo", config.mirror.photo)]
     audio = [(f"portrait.playlist[{i}].audio", script.audio) for i, script in enumerate(config.portrait.playlist)]
     audio.append(("capture.line.audio", line.audio))
-    files = [("mqtt.tls.ca_file", tls.ca_file), ("mqtt.tls.cert_file", tls.cert_file),
-             ("mqtt.tls.key_file", tls.key_file), ("mqtt.password_file", config.mqtt.password_file),
-             ("updates.root_key", config.updates.root_key), *photos, *audio]
+    files = [
+        ("mqtt.tls.ca_file", tls.ca_file),
+        ("mqtt.tls.cert_file", tls.cert_file),
+        ("mqtt.tls.key_file", tls.key_file),
+        ("mqtt.password_file", config.mqtt.password_file),
+        ("updates.root_key", config.updates.root_key),
+        *photos,
+        *audio,
+    ]
     for key, path in files:
         if path is not None and not path.is_file():
             raise ConfigError(f"{key}: no such file: {path}")
@@ -557,8 +613,9 @@ def check_files(config: AppConfig) -> None:
         try:
             load_public(config.updates.root_key)
         except (ValueError, TypeError, OSError, ChainError) as exc:
-            raise ConfigError(f"updates.root_key: {config.updates.root_key}: not an Ed25519 public key in PEM "
-                              f"({exc})") from None
+            raise ConfigError(
+                f"updates.root_key: {config.updates.root_key}: not an Ed25519 public key in PEM ({exc})"
+            ) from None
     _check_tls(config)
 
 
@@ -588,8 +645,10 @@ def _check_tls(config: AppConfig) -> None:
         try:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
         except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"mqtt.tls.cert_file: {tls.cert_file} with mqtt.tls.key_file {tls.key_file}: not a "
-                              f"PEM certificate and its private key ({exc})") from None
+            raise ConfigError(
+                f"mqtt.tls.cert_file: {tls.cert_file} with mqtt.tls.key_file {tls.key_file}: not a "
+                f"PEM certificate and its private key ({exc})"
+            ) from None
 
 
 def main(

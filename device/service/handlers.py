@@ -52,8 +52,15 @@ class CommandHandlers:
 
     def animate(self, cmd: AnimateCommand) -> Reply:
         payload = {
-            "photo": cmd.photo, "text": cmd.text, "audio": cmd.audio, "transcript": cmd.transcript,
-            "lang": cmd.lang, "voice": cmd.voice, "fps": cmd.fps, "size": cmd.size, "seconds": cmd.seconds,
+            "photo": cmd.photo,
+            "text": cmd.text,
+            "audio": cmd.audio,
+            "transcript": cmd.transcript,
+            "lang": cmd.lang,
+            "voice": cmd.voice,
+            "fps": cmd.fps,
+            "size": cmd.size,
+            "seconds": cmd.seconds,
         }
         photo_bytes = cmd.photo_bytes() if cmd.photo_b64 is not None else None
         # Photo bytes come from a visitor's device: they and the clip fall under the retention.
@@ -62,8 +69,11 @@ class CommandHandlers:
 
     def say(self, cmd: SayCommand) -> Reply:
         script = Script(
-            text=cmd.text, audio=Path(cmd.audio) if cmd.audio else None,
-            transcript=cmd.transcript, lang=cmd.lang, voice=cmd.voice,
+            text=cmd.text,
+            audio=Path(cmd.audio) if cmd.audio else None,
+            transcript=cmd.transcript,
+            lang=cmd.lang,
+            voice=cmd.voice,
         )
         try:
             return self.modes.say(script)
@@ -76,8 +86,12 @@ class CommandHandlers:
         if photo is None:
             raise CommandError("portrait.photo", "portrait mode has no photo configured")
         payload = {
-            "photo": str(photo), "text": script.text, "audio": str(script.audio) if script.audio else None,
-            "transcript": script.transcript, "lang": script.lang, "voice": script.voice,
+            "photo": str(photo),
+            "text": script.text,
+            "audio": str(script.audio) if script.audio else None,
+            "transcript": script.transcript,
+            "lang": script.lang,
+            "voice": script.voice,
         }
         return self.runner.accept(payload, "interactive", None, visitor=False)
 
@@ -106,9 +120,11 @@ class CommandHandlers:
             raise CommandError("camera", "could not encode the captured frame")
         line = config.capture.line
         payload = {
-            "text": cmd.text or line.text, "audio": str(line.audio) if (line.audio and not cmd.text) else None,
+            "text": cmd.text or line.text,
+            "audio": str(line.audio) if (line.audio and not cmd.text) else None,
             "transcript": None if cmd.text else line.transcript,
-            "lang": cmd.lang or line.lang, "voice": cmd.voice or line.voice,
+            "lang": cmd.lang or line.lang,
+            "voice": cmd.voice or line.voice,
         }
         return self.runner.accept(payload, "kiosk", None, visitor=True, photo_bytes=encoded.tobytes())
 

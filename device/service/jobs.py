@@ -136,13 +136,39 @@ class JobQueue:
             self._db.close()
 
     def _row(self, row: tuple[Any, ...]) -> Job:
-        (jid, kind, prio, payload, state, attempts, timeout_s, created, started, finished, done, total,
-         reason, result, cancel) = row
+        (
+            jid,
+            kind,
+            prio,
+            payload,
+            state,
+            attempts,
+            timeout_s,
+            created,
+            started,
+            finished,
+            done,
+            total,
+            reason,
+            result,
+            cancel,
+        ) = row
         return Job(
-            id=jid, kind=kind, priority=_PRIORITY_NAMES.get(prio, "batch"), payload=json.loads(payload),
-            state=JobState(state), attempts=attempts, timeout_s=timeout_s, created=created, started=started,
-            finished=finished, done=done, total=total, reason=reason,
-            result=json.loads(result) if result else None, cancel_requested=bool(cancel),
+            id=jid,
+            kind=kind,
+            priority=_PRIORITY_NAMES.get(prio, "batch"),
+            payload=json.loads(payload),
+            state=JobState(state),
+            attempts=attempts,
+            timeout_s=timeout_s,
+            created=created,
+            started=started,
+            finished=finished,
+            done=done,
+            total=total,
+            reason=reason,
+            result=json.loads(result) if result else None,
+            cancel_requested=bool(cancel),
         )
 
     def get(self, job_id: str) -> Job:
@@ -155,9 +181,7 @@ class JobQueue:
     def depth(self) -> int:
         """Jobs waiting or running: what the bound applies to."""
         with self._lock:
-            return self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE state IN ('QUEUED', 'RUNNING')"
-            ).fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('QUEUED', 'RUNNING')").fetchone()[0]
 
     def jobs(self, *states: JobState) -> list[Job]:
         """Jobs in these states (all when none given) in the order they would run."""
@@ -186,16 +210,20 @@ class JobQueue:
                 existing = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 if existing is not None:
                     raise DuplicateJob(self._row(existing))
-                depth = self._db.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE state IN ('QUEUED', 'RUNNING')"
-                ).fetchone()[0]
+                depth = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('QUEUED', 'RUNNING')").fetchone()[0]
                 if depth >= self.max_size:
                     raise QueueFull(self.max_size)
                 self._db.execute(
                     "INSERT INTO jobs (id, kind, priority, payload, state, timeout_s, created) "
                     "VALUES (?, ?, ?, ?, 'QUEUED', ?, ?)",
-                    (job_id, kind, PRIORITIES[priority], json.dumps(payload),
-                     timeout_s if timeout_s is not None else self.timeout_s, time.time()),
+                    (
+                        job_id,
+                        kind,
+                        PRIORITIES[priority],
+                        json.dumps(payload),
+                        timeout_s if timeout_s is not None else self.timeout_s,
+                        time.time(),
+                    ),
                 )
                 self._db.execute("COMMIT")
             except BaseException:

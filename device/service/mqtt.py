@@ -336,8 +336,14 @@ JOB_STATES = ("idle", "queued", "running", "done", "failed", "cancelled")
 CAPTURE_STATES = ("refused", "queued", "running", "done", "failed", "cancelled")
 # What each job event says about its job.
 _JOB_EVENTS = {
-    "job.accepted": "queued", "job.resumed": "queued", "job.requeued": "queued", "job.started": "running",
-    "job.progress": "running", "job.done": "done", "job.failed": "failed", "job.cancelled": "cancelled",
+    "job.accepted": "queued",
+    "job.resumed": "queued",
+    "job.requeued": "queued",
+    "job.started": "running",
+    "job.progress": "running",
+    "job.done": "done",
+    "job.failed": "failed",
+    "job.cancelled": "cancelled",
 }
 # Events that make their job the one shown even while another is: the worker runs one job at a time.
 _TAKES_OVER = ("job.started", "job.resumed", "job.requeued")
@@ -470,18 +476,29 @@ class StatusTopics:
                     self._snapshots += 1
                     number = self._snapshots
                 # Off the worker's thread: a visitor's clip goes to the kiosk screen right after this event.
-                threading.Thread(target=self._snapshot, args=(Path(data["clip"]), number), name="snapshot",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._snapshot, args=(Path(data["clip"]), number), name="snapshot", daemon=True
+                ).start()
         elif event_type == "capture.accepted" and isinstance(job_id, str):
             with self._lock:
                 state = self._states.get(job_id, "queued")  # the worker may have started it already
-                self._capture = {"state": state, "job_id": job_id, "source": data.get("source"),
-                                 "ts": round(time.time(), 3)}
+                self._capture = {
+                    "state": state,
+                    "job_id": job_id,
+                    "source": data.get("source"),
+                    "ts": round(time.time(), 3),
+                }
                 doc = dict(self._capture)
             self._set(self.topics.capture, doc)
         elif event_type == "capture.refused":
-            doc = {"state": "refused", "job_id": None, "source": data.get("source"), "field": data.get("field"),
-                   "reason": data.get("reason"), "ts": round(time.time(), 3)}
+            doc = {
+                "state": "refused",
+                "job_id": None,
+                "source": data.get("source"),
+                "field": data.get("field"),
+                "reason": data.get("reason"),
+                "ts": round(time.time(), 3),
+            }
             with self._lock:
                 self._capture = doc
             self._set(self.topics.capture, doc)
@@ -580,44 +597,90 @@ def discovery_messages(
     messages: list[tuple[str, dict[str, Any]]] = []
 
     def add(component: str, key: str, config: dict[str, Any]) -> None:
-        messages.append((f"{ha_prefix}/{component}/{node}/{key}/config",
-                         {"unique_id": f"{node}_{key}", **config, **common}))
+        messages.append(
+            (f"{ha_prefix}/{component}/{node}/{key}/config", {"unique_id": f"{node}_{key}", **config, **common})
+        )
 
     for key, name, template, unit, device_class in STATS_SENSORS:
         config: dict[str, Any] = {
-            "name": name, "state_topic": topics.stats, "value_template": template,
-            "state_class": "measurement", "entity_category": "diagnostic",
+            "name": name,
+            "state_topic": topics.stats,
+            "value_template": template,
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
         }
         if unit:
             config["unit_of_measurement"] = unit
         if device_class:
             config["device_class"] = device_class
         add("sensor", key, config)
-    add("sensor", "job", {
-        "name": "Job", "icon": "mdi:movie-open-play", "state_topic": topics.job,
-        "value_template": "{{ value_json.state }}", "json_attributes_topic": topics.job,
-        "device_class": "enum", "options": list(JOB_STATES),
-    })
-    add("sensor", "last_capture", {
-        "name": "Last capture", "icon": "mdi:camera-account", "state_topic": topics.capture,
-        "value_template": "{{ value_json.state }}", "json_attributes_topic": topics.capture,
-        "device_class": "enum", "options": list(CAPTURE_STATES),
-    })
-    add("button", "capture", {
-        "name": "Capture", "icon": "mdi:camera-iris", "command_topic": topics.command("capture"),
-        "payload_press": "{}",
-    })
-    add("select", "mode", {
-        "name": "Mode", "icon": "mdi:drama-masks", "command_topic": topics.command("mode"),
-        "state_topic": topics.state, "value_template": "{{ value_json.mode }}",
-        "options": list(modes or ["portrait"]),
-    })
-    add("image", "snapshot", {
-        "name": "Last clip", "image_topic": topics.snapshot, "content_type": "image/jpeg",
-    })
+    add(
+        "sensor",
+        "job",
+        {
+            "name": "Job",
+            "icon": "mdi:movie-open-play",
+            "state_topic": topics.job,
+            "value_template": "{{ value_json.state }}",
+            "json_attributes_topic": topics.job,
+            "device_class": "enum",
+            "options": list(JOB_STATES),
+        },
+    )
+    add(
+        "sensor",
+        "last_capture",
+        {
+            "name": "Last capture",
+            "icon": "mdi:camera-account",
+            "state_topic": topics.capture,
+            "value_template": "{{ value_json.state }}",
+            "json_attributes_topic": topics.capture,
+            "device_class": "enum",
+            "options": list(CAPTURE_STATES),
+        },
+    )
+    add(
+        "button",
+        "capture",
+        {
+            "name": "Capture",
+            "icon": "mdi:camera-iris",
+            "command_topic": topics.command("capture"),
+            "payload_press": "{}",
+        },
+    )
+    add(
+        "select",
+        "mode",
+        {
+            "name": "Mode",
+            "icon": "mdi:drama-masks",
+            "command_topic": topics.command("mode"),
+            "state_topic": topics.state,
+            "value_template": "{{ value_json.mode }}",
+            "options": list(modes or ["portrait"]),
+        },
+    )
+    add(
+        "image",
+        "snapshot",
+        {
+            "name": "Last clip",
+            "image_topic": topics.snapshot,
+            "content_type": "image/jpeg",
+        },
+    )
     if camera:
-        add("binary_sensor", "visitor", {
-            "name": "Visitor", "device_class": "occupancy", "state_topic": topics.visitor,
-            "payload_on": "ON", "payload_off": "OFF",
-        })
+        add(
+            "binary_sensor",
+            "visitor",
+            {
+                "name": "Visitor",
+                "device_class": "occupancy",
+                "state_topic": topics.visitor,
+                "payload_on": "ON",
+                "payload_off": "OFF",
+            },
+        )
     return messages

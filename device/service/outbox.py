@@ -176,8 +176,13 @@ class Publisher(Protocol):
 def event_payload(seq: int, device_id: str, event_type: str, data: dict[str, Any], ts: float | None = None) -> bytes:
     """One event's JSON; `ts` is when it was raised (it may be stored later, after a full disk)."""
     return json.dumps(
-        {"seq": seq, "ts": round(time.time() if ts is None else ts, 3), "device": device_id, "type": event_type,
-         **data},
+        {
+            "seq": seq,
+            "ts": round(time.time() if ts is None else ts, 3),
+            "device": device_id,
+            "type": event_type,
+            **data,
+        },
         default=str,
     ).encode()
 

@@ -100,8 +100,14 @@ class JobRunner:
 
     # -- accepting --------------------------------------------------------------------------------
 
-    def accept(self, payload: dict[str, Any], priority: str, job_id: str | None, visitor: bool,
-               photo_bytes: bytes | None = None) -> dict[str, Any]:
+    def accept(
+        self,
+        payload: dict[str, Any],
+        priority: str,
+        job_id: str | None,
+        visitor: bool,
+        photo_bytes: bytes | None = None,
+    ) -> dict[str, Any]:
         """Queue a render job and report it; the reply goes out after the job is on disk."""
         config = self.config()
         job_id = job_id or uuid.uuid4().hex[:12]
@@ -269,14 +275,18 @@ class JobRunner:
             self._ended_badly(job, exc)
         else:
             summary = {
-                "clip": str(result.out), "frames": result.frames, "seconds": result.seconds,
-                "render_fps": round(result.render_fps, 2), "wall_seconds": round(result.wall_seconds, 3),
+                "clip": str(result.out),
+                "frames": result.frames,
+                "seconds": result.seconds,
+                "render_fps": round(result.render_fps, 2),
+                "wall_seconds": round(result.wall_seconds, 3),
                 "generator": result.generator,
             }
             self.last_timings = dict(result.timings)
             # The clip is rendered: keep trying to record that, rather than render it again.
-            self.storage.run("record a finished job",
-                             lambda: self.queue.complete(job.id, {**summary, "timings": result.timings}))
+            self.storage.run(
+                "record a finished job", lambda: self.queue.complete(job.id, {**summary, "timings": result.timings})
+            )
             self.emit("job.done", {"job_id": job.id, **summary})
             if job.priority == "kiosk" and self.show_clip is not None:
                 self.show_clip(result.out)  # the visitor sees (and hears) their own face speak
@@ -316,8 +326,10 @@ class JobRunner:
         """Report what became of the jobs a crash or power cut interrupted."""
         for job, outcome in self.queue.recover():
             if outcome == "resumed":
-                self.emit("job.resumed", {"job_id": job.id, "attempt": job.attempts + 1,
-                                          "reason": "interrupted by a crash or restart"})
+                self.emit(
+                    "job.resumed",
+                    {"job_id": job.id, "attempt": job.attempts + 1, "reason": "interrupted by a crash or restart"},
+                )
             elif outcome == "failed":
                 self.emit("job.failed", {"job_id": job.id, "error": "interrupted", "reason": job.reason})
             else:

@@ -80,8 +80,8 @@ class ProcSampler:
         system = _system_cpu_times()
         system_pct = None
         if system and self._last_system:
-            busy = (system[0] - self._last_system[0])
-            total = (system[1] - self._last_system[1])
+            busy = system[0] - self._last_system[0]
+            total = system[1] - self._last_system[1]
             system_pct = round(100.0 * busy / total, 1) if total > 0 else 0.0
         self._last_system = system
         return {

@@ -90,11 +90,15 @@ class Download:
         """Refuse an expired job, fail one past the deadline; `done` says how far it got."""
         now = time.time()
         if self.job.expired(now):
-            raise Refused(UpdateState.REJECTED, f"job expired at {utc(self.job.expires)} UTC during the "
-                          f"download ({done})")
+            raise Refused(
+                UpdateState.REJECTED, f"job expired at {utc(self.job.expires)} UTC during the download ({done})"
+            )
         if now > self.deadline:
-            raise Refused(UpdateState.FAILED, f"download did not finish within {self.cfg.download_timeout_s:g} s "
-                          f"of its start at {utc(self.started)} UTC (updates.download_timeout_s); {done}")
+            raise Refused(
+                UpdateState.FAILED,
+                f"download did not finish within {self.cfg.download_timeout_s:g} s "
+                f"of its start at {utc(self.started)} UTC (updates.download_timeout_s); {done}",
+            )
 
     def run(self, feed: ChunkFeed) -> None:
         if isinstance(self.job.source, HttpSource):
@@ -110,8 +114,9 @@ class Download:
         total = len(src.chunks)
 
         def progress(resumed: int) -> Progress:
-            return Progress(chunks=cf.have(), total=total, bytes=min(cf.have() * src.chunk_bytes, job.size),
-                            resumed_from=resumed)
+            return Progress(
+                chunks=cf.have(), total=total, bytes=min(cf.have() * src.chunk_bytes, job.size), resumed_from=resumed
+            )
 
         try:
             if cf.resumed_with:
@@ -179,8 +184,10 @@ class Download:
     def _gave_up(self, src: MqttSource, index: int, tries: dict[int, int], bad: dict[int, int]) -> str:
         wrong = bad.get(index, 0)
         why = f"{wrong} copies came with the wrong sha256" if wrong else "it never came"
-        return (f"chunk {index} of {len(src.chunks)}: no good copy after {tries[index]} tries ({why}) on "
-                f"{chunk_topic(src.topic, index)}; updates.chunk_retries is {self.cfg.chunk_retries}")
+        return (
+            f"chunk {index} of {len(src.chunks)}: no good copy after {tries[index]} tries ({why}) on "
+            f"{chunk_topic(src.topic, index)}; updates.chunk_retries is {self.cfg.chunk_retries}"
+        )
 
     # -- HTTP(S) --------------------------------------------------------------------------------------
 
@@ -207,8 +214,9 @@ class Download:
                             self.check_clock(f"{have} of {job.size} bytes")
                             have += len(block)
                             if have > job.size:
-                                raise Refused(UpdateState.REJECTED, f"size mismatch: the server sends more than "
-                                              f"{job.size} bytes")
+                                raise Refused(
+                                    UpdateState.REJECTED, f"size mismatch: the server sends more than {job.size} bytes"
+                                )
                             fh.write(block)
                         fh.flush()
                         os.fsync(fh.fileno())
@@ -218,9 +226,12 @@ class Download:
             got = part.stat().st_size if part.is_file() else 0
             idle = 0 if got > before else idle + 1
             if idle > self.cfg.chunk_retries:
-                raise Refused(UpdateState.FAILED, f"HTTP download from {src.url}: {idle} tries in a row brought "
-                              f"nothing ({error or 'empty responses'}); updates.chunk_retries is "
-                              f"{self.cfg.chunk_retries}")
+                raise Refused(
+                    UpdateState.FAILED,
+                    f"HTTP download from {src.url}: {idle} tries in a row brought "
+                    f"nothing ({error or 'empty responses'}); updates.chunk_retries is "
+                    f"{self.cfg.chunk_retries}",
+                )
             if idle and self.stop.wait(2.0):
                 raise Stopping
         self.report(Progress(bytes=part.stat().st_size, resumed_from=resumed))

@@ -66,7 +66,8 @@ class Slots:
 
     def current(self) -> Path | None:
         return self._target("current") or (
-            self.fallback if self.fallback is not None and (self.fallback / "manifest.json").is_file() else None)
+            self.fallback if self.fallback is not None and (self.fallback / "manifest.json").is_file() else None
+        )
 
     def previous(self) -> Path | None:
         return self._target("previous")
@@ -146,8 +147,12 @@ def describe(folder: Path | None) -> dict[str, Any] | None:
 
     try:
         doc = manifest(folder)
-        return {"name": doc.get("name"), "version": doc.get("version"),
-                "sha256": sha256_path(folder / "manifest.json"), "path": str(folder)}
+        return {
+            "name": doc.get("name"),
+            "version": doc.get("version"),
+            "sha256": sha256_path(folder / "manifest.json"),
+            "path": str(folder),
+        }
     except (BadInput, OSError):
         return None
 
@@ -155,9 +160,12 @@ def describe(folder: Path | None) -> dict[str, Any] | None:
 def sign_manifest(folder: Path, key: Any) -> Path:
     """signature.json over the canonical manifest: the format device.runtime.bundle verifies."""
     doc = manifest(folder)
-    record = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
-              "signature": base64.b64encode(key.sign(canonical(doc))).decode(),
-              "signed": "canonical manifest.json: JSON, sorted keys, separators (',', ':'), UTF-8"}
+    record = {
+        "algorithm": "ed25519",
+        "key_id": key_id(key.public_key()),
+        "signature": base64.b64encode(key.sign(canonical(doc))).decode(),
+        "signed": "canonical manifest.json: JSON, sorted keys, separators (',', ':'), UTF-8",
+    }
     path = folder / "signature.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
@@ -174,6 +182,7 @@ def verify_bundle_signature(folder: Path, key: Any) -> None:
 
 
 # -- health checks ------------------------------------------------------------------------------
+
 
 def pick_backend(folder: Path, configured: str) -> str:
     from device.runtime import installed_backends
@@ -203,8 +212,10 @@ def check_model(
         raise HealthCheckFailed(f"{name} could not load the model: {type(exc).__name__}: {exc}") from None
     latency = stage.latency_ms(runs=5)
     if latency > latency_budget_ms:
-        raise HealthCheckFailed(f"{name}: {latency:.1f} ms per crop is over the budget of {latency_budget_ms:g} ms "
-                                "(updates.latency_budget_ms)")
+        raise HealthCheckFailed(
+            f"{name}: {latency:.1f} ms per crop is over the budget of {latency_budget_ms:g} ms "
+            "(updates.latency_budget_ms)"
+        )
     return {"backend": name, "golden_psnr": round(float(stage.golden_psnr or 0.0), 2), "latency_ms": round(latency, 2)}
 
 

@@ -50,12 +50,13 @@ def semver_key(version: str) -> tuple[Any, ...]:
     """Sort key of a semantic version: a pre-release sorts before its release (1.0.0-rc1 < 1.0.0)."""
     match = SEMVER.match(version) if len(version) <= VERSION_MAX else None
     if match is None:
-        raise ValueError(f"{version[:80]!r} is not a semantic version (MAJOR.MINOR.PATCH, at most "
-                         f"{VERSION_MAX} characters)")
+        raise ValueError(
+            f"{version[:80]!r} is not a semantic version (MAJOR.MINOR.PATCH, at most {VERSION_MAX} characters)"
+        )
     major, minor, patch, pre = match.groups()
-    pre_key: tuple[Any, ...] = (1,) if pre is None else (0, *[
-        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")
-    ])
+    pre_key: tuple[Any, ...] = (
+        (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
+    )
     return (int(major), int(minor), int(patch), pre_key)
 
 
@@ -65,8 +66,9 @@ class Strict(BaseModel):
 
 class MqttSource(Strict):
     type: Literal["mqtt"] = "mqtt"
-    topic: str = Field(pattern=r"^[A-Za-z0-9_./-]+$", max_length=200,
-                       description="Chunk i is retained on <topic>/chunk/<i>.")
+    topic: str = Field(
+        pattern=r"^[A-Za-z0-9_./-]+$", max_length=200, description="Chunk i is retained on <topic>/chunk/<i>."
+    )
     chunk_bytes: int = Field(gt=0, le=1 << 20)
     chunks: list[str] = Field(description="sha256 of each chunk, in order.")
 
@@ -181,8 +183,9 @@ class OrderEnvelope(Strict):
     revocations: dict[str, Any] | None = None
 
 
-def _signed(field: str, doc: dict[str, Any], signing_key: Any, cert: dict[str, Any],
-            revocations: dict[str, Any] | None) -> dict[str, Any]:
+def _signed(
+    field: str, doc: dict[str, Any], signing_key: Any, cert: dict[str, Any], revocations: dict[str, Any] | None
+) -> dict[str, Any]:
     from device.updates.keys import b64, canonical
 
     env = {field: doc, "signature": b64(signing_key.sign(canonical(doc))), "cert": cert}
@@ -191,11 +194,13 @@ def _signed(field: str, doc: dict[str, Any], signing_key: Any, cert: dict[str, A
     return env
 
 
-def make_envelope(job: dict[str, Any], signing_key: Any, cert: dict[str, Any],
-                  revocations: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_envelope(
+    job: dict[str, Any], signing_key: Any, cert: dict[str, Any], revocations: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return _signed("job", job, signing_key, cert, revocations)
 
 
-def make_order(order: dict[str, Any], signing_key: Any, cert: dict[str, Any],
-               revocations: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_order(
+    order: dict[str, Any], signing_key: Any, cert: dict[str, Any], revocations: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return _signed("order", order, signing_key, cert, revocations)

@@ -58,6 +58,7 @@ def unb64(text: str) -> bytes:
 
 # -- files ------------------------------------------------------------------------------------------
 
+
 class KeyFileExists(FileExistsError):
     """A key file would be written over something already there (a file, or a link planted there)."""
 
@@ -68,8 +69,9 @@ def refuse_existing(*paths: Path) -> None:
         if path.is_symlink():
             raise KeyFileExists(f"{path} is a symbolic link: refusing to write a key through it")
         if path.exists():
-            raise KeyFileExists(f"{path} already exists: refusing to overwrite it (move it away, or pick "
-                                "another --out)")
+            raise KeyFileExists(
+                f"{path} already exists: refusing to overwrite it (move it away, or pick another --out)"
+            )
 
 
 def create_new(path: Path, data: bytes, mode: int) -> None:
@@ -95,8 +97,7 @@ def create_new(path: Path, data: bytes, mode: int) -> None:
 
 def write_private(path: Path, key: Ed25519PrivateKey) -> None:
     """A new PEM file, mode 0600 from its creation; KeyFileExists if anything is at `path` already."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     create_new(Path(path), pem, 0o600)
 
 
@@ -121,6 +122,7 @@ def load_public(path: Path) -> Ed25519PublicKey:
 
 
 # -- documents --------------------------------------------------------------------------------------
+
 
 class Signed(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -191,8 +193,9 @@ class KeyChain:
         try:
             signed.verify(self.root, "signing key certificate")
         except ChainError:
-            raise ChainError(f"unknown signing key {body.get('key_id', '?')}: its certificate is not signed by "
-                            "the root key") from None
+            raise ChainError(
+                f"unknown signing key {body.get('key_id', '?')}: its certificate is not signed by the root key"
+            ) from None
         if body.get("purpose") != PURPOSE:
             raise ChainError(f"signing key {body.get('key_id')}: certificate purpose {body.get('purpose')!r}")
         try:
@@ -214,5 +217,6 @@ def verify_with(key: Ed25519PublicKey, signature: str, doc: Any, what: str) -> N
     try:
         key.verify(unb64(signature), canonical(doc))
     except (InvalidSignature, ValueError) as exc:
-        raise ChainError(f"{what}: bad signature (not made by the certified signing key, or the document "
-                        "was changed)") from exc
+        raise ChainError(
+            f"{what}: bad signature (not made by the certified signing key, or the document was changed)"
+        ) from exc

@@ -90,8 +90,10 @@ class JobRecord(Record):
     updated: float | None = None
     progress: Progress | None = None
     result: JobResult | None = None
-    download_started: float | None = Field(default=None, description="Wall clock of the first DOWNLOADING: "
-                                           "the download deadline runs from here, across restarts.")
+    download_started: float | None = Field(
+        default=None,
+        description="Wall clock of the first DOWNLOADING: the download deadline runs from here, across restarts.",
+    )
 
     @classmethod
     def new(cls, job_id: str, job: dict[str, Any], state: UpdateState = Q, reason: str | None = None) -> JobRecord:
@@ -117,11 +119,19 @@ class JobRecord(Record):
     def public(self, device_id: str) -> dict[str, Any]:
         """The retained job document: no envelope, everything an operator needs."""
         job = self.job
-        return {"job_id": self.id, "device": device_id, "state": str(self.state), "reason": self.reason,
-                "kind": job.get("kind"), "name": job.get("name"), "version": job.get("version"),
-                "rollout": job.get("rollout"), "progress": self.progress.model_dump() if self.progress else None,
-                "result": self.result.model_dump(exclude_none=True) if self.result else None,
-                "updated": self.updated}
+        return {
+            "job_id": self.id,
+            "device": device_id,
+            "state": str(self.state),
+            "reason": self.reason,
+            "kind": job.get("kind"),
+            "name": job.get("name"),
+            "version": job.get("version"),
+            "rollout": job.get("rollout"),
+            "progress": self.progress.model_dump() if self.progress else None,
+            "result": self.result.model_dump(exclude_none=True) if self.result else None,
+            "updated": self.updated,
+        }
 
 
 class Probation(Record):

@@ -178,8 +178,11 @@ class Updater:
 
     def installed(self) -> dict[str, Any]:
         probation = self._probation()
-        return {"model": describe(self.slots["model"].current()), "content": describe(self.slots["content"].current()),
-                "probation": probation.model_dump() if probation else None}
+        return {
+            "model": describe(self.slots["model"].current()),
+            "content": describe(self.slots["content"].current()),
+            "probation": probation.model_dump() if probation else None,
+        }
 
     def _installed_version(self, kind: str) -> str | None:
         current = self.slots[kind].current()
@@ -199,8 +202,10 @@ class Updater:
         except ValueError:
             newer = True  # an installed bundle without a semantic version cannot hold anything back
         if not newer:
-            raise Refused(S.REJECTED, f"anti-rollback: version {job.version} is not newer than the installed "
-                          f"{job.kind} {installed}")
+            raise Refused(
+                S.REJECTED,
+                f"anti-rollback: version {job.version} is not newer than the installed {job.kind} {installed}",
+            )
 
     # -- accepting a job (command thread) -------------------------------------------------------------
 
@@ -244,8 +249,14 @@ class Updater:
         return {"job_id": job_id, "state": str(S.QUEUED)}
 
     @staticmethod
-    def _authenticate(chain: KeyChain, cert: dict[str, Any], signature: str, doc: dict[str, Any],
-                      revocations: dict[str, Any] | None, what: str) -> Any:
+    def _authenticate(
+        chain: KeyChain,
+        cert: dict[str, Any],
+        signature: str,
+        doc: dict[str, Any],
+        revocations: dict[str, Any] | None,
+        what: str,
+    ) -> Any:
         """The certified signing key that signed `doc`; Refused(REJECTED) with the reason otherwise."""
         try:
             if revocations is not None:
@@ -270,13 +281,18 @@ class Updater:
             raise Refused(S.REJECTED, f"bundle is for device kinds {job.device_kinds}, this is a {kind!r}")
         self._check_newer(job)
         if job.size > self.cfg.max_bundle_bytes:
-            raise Refused(S.REJECTED, f"bundle of {job.size} bytes is over the limit of "
-                          f"{self.cfg.max_bundle_bytes} (updates.max_bundle_bytes)")
+            raise Refused(
+                S.REJECTED,
+                f"bundle of {job.size} bytes is over the limit of "
+                f"{self.cfg.max_bundle_bytes} (updates.max_bundle_bytes)",
+            )
         free = shutil.disk_usage(self.downloads).free
         need = 2 * job.size + self.cfg.min_free_bytes  # the download and the staged copy
         if need > free:
-            raise Refused(S.REJECTED, f"not enough disk: {job.size} bytes twice plus "
-                          f"{self.cfg.min_free_bytes} reserved, {free} free")
+            raise Refused(
+                S.REJECTED,
+                f"not enough disk: {job.size} bytes twice plus {self.cfg.min_free_bytes} reserved, {free} free",
+            )
         if isinstance(job.source, MqttSource) and not job.source.topic.startswith(self.fleet_prefix):
             raise Refused(S.REJECTED, f"chunk topic must lie under {self.fleet_prefix}")
         return job
@@ -321,8 +337,12 @@ class Updater:
         probation.restarts += 1
         atomic_write(self.probation_path, probation.model_dump_json().encode())
         if probation.restarts >= self.cfg.max_restarts:
-            self.rollback(probation.kind, f"crash loop: started {probation.restarts} times within the "
-                          f"probation window of {self.cfg.probation_s:g} s", probation.job_id)
+            self.rollback(
+                probation.kind,
+                f"crash loop: started {probation.restarts} times within the "
+                f"probation window of {self.cfg.probation_s:g} s",
+                probation.job_id,
+            )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="updates", daemon=True)
@@ -347,8 +367,9 @@ class Updater:
             self.host.emit("update.confirmed", {"job_id": probation.job_id, "kind": probation.kind})
             self.host.publish_state()
         elif not healthy:
-            self.rollback(probation.kind, "watchdog: the daemon was unhealthy within the probation window",
-                          probation.job_id)
+            self.rollback(
+                probation.kind, "watchdog: the daemon was unhealthy within the probation window", probation.job_id
+            )
 
     def _probation(self) -> Probation | None:
         try:
@@ -493,8 +514,9 @@ class Updater:
         verify_bundle_signature(folder, key)
         doc = manifest(folder)
         if (doc.get("name"), doc.get("version")) != (job.name, job.version):
-            raise BadInput(f"the bundle is {doc.get('name')} {doc.get('version')}; "
-                           f"the job names {job.name} {job.version}")
+            raise BadInput(
+                f"the bundle is {doc.get('name')} {doc.get('version')}; the job names {job.name} {job.version}"
+            )
         kinds = doc.get("device_kinds") or []
         kind = self.host.config.device.kind
         if kinds and kind not in kinds:
@@ -583,8 +605,9 @@ class Updater:
 
     def _accept_order(self, chain: KeyChain, command: RollbackRequest) -> RollbackOrder:
         try:
-            env = OrderEnvelope(order=command.order, signature=command.signature, cert=command.cert,
-                                revocations=command.revocations)
+            env = OrderEnvelope(
+                order=command.order, signature=command.signature, cert=command.cert, revocations=command.revocations
+            )
         except ValidationError as exc:
             raise Refused(S.REJECTED, f"not a signed rollback order: {first_error(exc)}") from None
         self._authenticate(chain, env.cert, env.signature, env.order, env.revocations, "rollback order")
@@ -599,4 +622,3 @@ class Updater:
         if not self.orders.claim(order.id, order.expires):
             raise Refused(S.REJECTED, f"replayed rollback order {order.id}: this device has carried it out before")
         return order
-

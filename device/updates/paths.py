@@ -24,8 +24,9 @@ def inside(root: Path, name: str) -> Path:
 
 def check_name(name: str) -> str:
     if not re.match(NAME, name):
-        raise BadInput(f"bundle name {name[:80]!r}: only letters, digits, '_', '.', '-' (first a letter or "
-                       "digit), at most 64")
+        raise BadInput(
+            f"bundle name {name[:80]!r}: only letters, digits, '_', '.', '-' (first a letter or digit), at most 64"
+        )
     return name
 
 

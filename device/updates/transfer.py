@@ -38,7 +38,7 @@ def pack(bundle_dir: Path) -> bytes:
 
 
 def split(data: bytes, chunk_bytes: int) -> list[bytes]:
-    return [data[i:i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]
+    return [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -72,8 +72,12 @@ class ChunkFile:
         folder.mkdir(parents=True, exist_ok=True)
         self.part, self.bitmap_path = job_file(folder, name, ".part"), job_file(folder, name, ".bitmap")
         self.size, self.chunk_bytes, self.hashes = size, chunk_bytes, hashes
-        fresh = not (self.part.is_file() and self.bitmap_path.is_file()
-                     and self.bitmap_path.stat().st_size == len(hashes) and self.part.stat().st_size == size)
+        fresh = not (
+            self.part.is_file()
+            and self.bitmap_path.is_file()
+            and self.bitmap_path.stat().st_size == len(hashes)
+            and self.part.stat().st_size == size
+        )
         if fresh:
             with self.part.open("wb") as fh:
                 fh.truncate(size)

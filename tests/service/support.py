@@ -162,8 +162,9 @@ class Watcher:
                     raise TimeoutError(f"timed out after {timeout} s waiting for {what}; last seen: {seen}")
                 self._cond.wait(left)
 
-    def wait_count(self, predicate: Callable[[Message], bool], count: int, timeout: float = 10.0,
-                   what: str = "messages") -> list[Message]:
+    def wait_count(
+        self, predicate: Callable[[Message], bool], count: int, timeout: float = 10.0, what: str = "messages"
+    ) -> list[Message]:
         """Wait until `count` messages match; returns them."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -222,7 +223,9 @@ def mosquitto_sub_one(port: int, topic: str, timeout: int = 10) -> str:
     """The first message on a topic (a retained one arrives at once), read by the real Mosquitto client."""
     out = subprocess.run(
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "5", "-t", topic, "-C", "1", "-W", str(timeout)],
-        capture_output=True, text=True, timeout=timeout + 5,
+        capture_output=True,
+        text=True,
+        timeout=timeout + 5,
     )
     return out.stdout.strip()
 
@@ -270,7 +273,10 @@ class DaemonProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "device.service", "--config", str(self.config)],
-                cwd=REPO, env=self.env, stdout=log, stderr=log,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
         return self
 

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def serve_real(make_config: Callable[..., tuple[Path, dict[str, Any]]], daemons: Callable[..., DaemonProcess],
-               broker: Broker) -> Device:
+def serve_real(
+    make_config: Callable[..., tuple[Path, dict[str, Any]]], daemons: Callable[..., DaemonProcess], broker: Broker
+) -> Device:
     path, doc = make_config({"generator": {"backend": "auto"}, "output": {"size": 256, "fps": 25}})
     dev = Device(broker.port, doc["device"]["id"], device_watcher(broker.port, doc["device"]["id"]))
     daemons(path)
@@ -35,9 +36,13 @@ def animate_and_wait(dev: Device, command: dict[str, Any]) -> dict[str, Any]:
     accepted = dev.watcher.wait_event(30, type="job.accepted")
     dev.watcher.wait_event(120, type="job.progress", job_id=accepted["job_id"])
     return dev.watcher.wait_for(
-        lambda m: m.topic.endswith("/events") and m.json().get("job_id") == accepted["job_id"]
-        and m.json()["type"] in ("job.done", "job.failed"),
-        180, what="job end",
+        lambda m: (
+            m.topic.endswith("/events")
+            and m.json().get("job_id") == accepted["job_id"]
+            and m.json()["type"] in ("job.done", "job.failed")
+        ),
+        180,
+        what="job end",
     ).json()
 
 
@@ -50,8 +55,9 @@ def decoded_frames(path: Path) -> tuple[int, int]:
     return frames, audio
 
 
-def test_animate_command_renders_a_clip_that_decodes(make_config: Any, daemons: Any, broker: Broker,
-                                                      photos: Path) -> None:
+def test_animate_command_renders_a_clip_that_decodes(
+    make_config: Any, daemons: Any, broker: Broker, photos: Path
+) -> None:
     dev = serve_real(make_config, daemons, broker)
     try:
         end = animate_and_wait(dev, {"photo": str(photos / "astronaut.png"), "seconds": 1.0})

@@ -33,32 +33,52 @@ def files(tmp_path: Path, photos: Path) -> dict[str, Path]:
     folder = tmp_path / "files"
     folder.mkdir()
     root = ed25519.Ed25519PrivateKey.generate().public_key()
-    (folder / "root.pub").write_bytes(root.public_bytes(serialization.Encoding.PEM,
-                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+    (folder / "root.pub").write_bytes(
+        root.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     other = ec.generate_private_key(ec.SECP256R1()).public_key()  # a public key, but not an Ed25519 one
-    (folder / "ec.pub").write_bytes(other.public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
+    (folder / "ec.pub").write_bytes(
+        other.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     ca, ca_key, ca_path = make_ca(folder, "ca")
     cert, key = make_server_cert(folder, ca, ca_key)
     stray = ec.generate_private_key(ec.SECP256R1())  # a private key, but not the certificate's
-    (folder / "stray.key").write_bytes(stray.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+    (folder / "stray.key").write_bytes(
+        stray.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     (folder / "notes.txt").write_text("not a photo, not a sound, not a key\n")
     (folder / "camera").mkdir()
     return {
-        "photo": photos / "astronaut.png", "speech": write_wav(folder / "speech.wav"),
-        "line": write_wav(folder / "line.wav"), "root": folder / "root.pub", "ec": folder / "ec.pub",
-        "ca": ca_path, "cert": cert, "key": key, "stray_key": folder / "stray.key",
-        "text": folder / "notes.txt", "camera": folder / "camera", "missing": folder / "gone.wav",
+        "photo": photos / "astronaut.png",
+        "speech": write_wav(folder / "speech.wav"),
+        "line": write_wav(folder / "line.wav"),
+        "root": folder / "root.pub",
+        "ec": folder / "ec.pub",
+        "ca": ca_path,
+        "cert": cert,
+        "key": key,
+        "stray_key": folder / "stray.key",
+        "text": folder / "notes.txt",
+        "camera": folder / "camera",
+        "missing": folder / "gone.wav",
     }
 
 
 def config_text(files: dict[str, Path], state: Path, **change: str) -> str:
     """A config naming every kind of file; `change` swaps one for another (key -> name in `files`)."""
-    path = {key: str(files[change.get(key, default)]) for key, default in (
-        ("photo", "photo"), ("speech", "speech"), ("line", "line"), ("root", "root"), ("ca", "ca"),
-        ("cert", "cert"), ("key", "key"), ("camera", "camera"))}
+    path = {
+        key: str(files[change.get(key, default)])
+        for key, default in (
+            ("photo", "photo"),
+            ("speech", "speech"),
+            ("line", "line"),
+            ("root", "root"),
+            ("ca", "ca"),
+            ("cert", "cert"),
+            ("key", "key"),
+            ("camera", "camera"),
+        )
+    }
     q = {key: json.dumps(value) for key, value in path.items()}
     return f"""
 [device]
@@ -66,23 +86,23 @@ state_dir = {json.dumps(str(state))}
 
 [mqtt.tls]
 enabled = true
-ca_file = {q['ca']}
-cert_file = {q['cert']}
-key_file = {q['key']}
+ca_file = {q["ca"]}
+cert_file = {q["cert"]}
+key_file = {q["key"]}
 
 [camera]
 type = "file"
-path = {q['camera']}
+path = {q["camera"]}
 
 [portrait]
-photo = {q['photo']}
-playlist = [{{ text = "Welcome." }}, {{ audio = {q['speech']} }}]
+photo = {q["photo"]}
+playlist = [{{ text = "Welcome." }}, {{ audio = {q["speech"]} }}]
 
 [capture.line]
-audio = {q['line']}
+audio = {q["line"]}
 
 [updates]
-root_key = {q['root']}
+root_key = {q["root"]}
 """
 
 
@@ -100,8 +120,9 @@ def test_a_config_whose_files_are_all_right_passes(tmp_path: Path, files: dict[s
 
 BAD = [
     pytest.param({"camera": "missing"}, "camera.path", "missing", "no such file or folder", id="camera-missing"),
-    pytest.param({"speech": "missing"}, "portrait.playlist[1].audio", "missing", "no such file",
-                 id="playlist-audio-missing"),
+    pytest.param(
+        {"speech": "missing"}, "portrait.playlist[1].audio", "missing", "no such file", id="playlist-audio-missing"
+    ),
     pytest.param({"speech": "text"}, "portrait.playlist[1].audio", "text", "", id="playlist-audio-not-audio"),
     pytest.param({"line": "missing"}, "capture.line.audio", "missing", "no such file", id="line-audio-missing"),
     pytest.param({"line": "photo"}, "capture.line.audio", "photo", "", id="line-audio-is-a-photo"),

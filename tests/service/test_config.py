@@ -19,7 +19,10 @@ EXAMPLE = REPO / "config" / "portrait.example.toml"
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "device.service", "--config", str(path), "--check-config"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -87,7 +90,10 @@ def test_portrait_serve_check_config_names_a_misspelt_runtime(tmp_path: Path) ->
     path.write_text('[generator]\nbackend = "openvno"\n')
     result = subprocess.run(
         [sys.executable, "-m", "device.cli", "serve", "--config", str(path), "--check-config"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "generator.backend: unknown generator runtime 'openvno'" in result.stderr

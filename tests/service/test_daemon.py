@@ -73,8 +73,17 @@ def test_group_command_is_answered(device: Device) -> None:
 
 def test_stats_are_published_periodically(device: Device) -> None:
     stats = device.watcher.wait_for(lambda m: m.topic == device.topic("stats"), 10).json()
-    expected = {"fps", "frame_ms", "generator_ms", "queue_depth", "cpu_percent", "rss_bytes", "temperature_c",
-                "disk_free_bytes", "dropped_frames"}
+    expected = {
+        "fps",
+        "frame_ms",
+        "generator_ms",
+        "queue_depth",
+        "cpu_percent",
+        "rss_bytes",
+        "temperature_c",
+        "disk_free_bytes",
+        "dropped_frames",
+    }
     assert expected <= stats.keys() and stats["rss_bytes"] > 0
 
 

@@ -51,8 +51,7 @@ def device_for(make_config: MakeConfig, broker: Broker) -> Iterator[Callable[...
 
 
 def publisher(port: int) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-{time.monotonic_ns()}",
-                         protocol=paho.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"flood-{time.monotonic_ns()}", protocol=paho.MQTTv5)
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
@@ -73,8 +72,9 @@ def flood_broker(tmp_path: Path) -> Iterator[Broker]:
     broker.stop()
 
 
-def test_a_flood_of_commands_gets_one_answer_each(flood_broker: Broker, daemons: StartDaemon, tmp_path: Path,
-                                                  photos: Path) -> None:
+def test_a_flood_of_commands_gets_one_answer_each(
+    flood_broker: Broker, daemons: StartDaemon, tmp_path: Path, photos: Path
+) -> None:
     doc = base_config(tmp_path / "state", flood_broker.port, photos)
     config = tmp_path / "flood.toml"
     config.write_text(toml_dumps(doc))
@@ -146,11 +146,13 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_loses_no_job_and_no_event(device_for: DeviceFor, daemons: StartDaemon, small_disk: Path,
-                                               tmp_path: Path) -> None:
+def test_a_full_disk_loses_no_job_and_no_event(
+    device_for: DeviceFor, daemons: StartDaemon, small_disk: Path, tmp_path: Path
+) -> None:
     clips = tmp_path / "clips"  # the clip itself goes elsewhere: this test is about the state folder
-    config, doc, device = device_for({"device": {"state_dir": str(small_disk / "state")},
-                                      "output": {"clips_dir": str(clips)}})
+    config, doc, device = device_for(
+        {"device": {"state_dir": str(small_disk / "state")}, "output": {"clips_dir": str(clips)}}
+    )
     daemons(config)
     watcher = device.watcher
     filler: Path | None = None
@@ -166,7 +168,9 @@ def test_a_full_disk_loses_no_job_and_no_event(device_for: DeviceFor, daemons: S
         assert refused["ok"] is False and refused["error"]["field"] == "storage", refused
         sick = watcher.wait_for(
             lambda m: m.topic == device.topic("state") and m.json()["health"]["storage_error"] is not None,
-            60, what="state reporting the full disk")
+            60,
+            what="state reporting the full disk",
+        )
         assert sick.json()["health"]["ok"] is False
         time.sleep(2.0)  # the job finishes rendering meanwhile; recording it must wait for space
         filler.unlink()
@@ -174,8 +178,11 @@ def test_a_full_disk_loses_no_job_and_no_event(device_for: DeviceFor, daemons: S
         done = watcher.wait_event(60, type="job.done", job_id="full-disk-1")
         assert Path(done["clip"]).is_file()
         assert device.command("status", {"job_id": "full-disk-1"})["job"]["state"] == "DONE"
-        watcher.wait_for(lambda m: m.topic == device.topic("state") and m.json()["health"]["ok"] is True, 60,
-                         what="state healthy again")
+        watcher.wait_for(
+            lambda m: m.topic == device.topic("state") and m.json()["health"]["ok"] is True,
+            60,
+            what="state healthy again",
+        )
         # The worker and the event sender are alive: the next job runs and reports.
         assert device.command("animate", {"photo": photo, "seconds": 1, "job_id": "full-disk-3"})["ok"]
         watcher.wait_event(60, type="job.done", job_id="full-disk-3")
@@ -203,8 +210,9 @@ def test_a_command_caught_by_a_crash_before_its_answer_is_delivered_again(
     config, _, device = device_for()
     first = daemons(config, env={FAULT_ENV: "before_reply"})
     device.wait_online()
-    mosquitto_pub(broker.port, device.topic("cmd/status"), json.dumps({"request_id": "in-flight"}),
-                  "replies/in-flight", "c2")
+    mosquitto_pub(
+        broker.port, device.topic("cmd/status"), json.dumps({"request_id": "in-flight"}), "replies/in-flight", "c2"
+    )
     wait_until(lambda: not first.alive(), 30, what="the injected crash")
     assert not [m for m in device.watcher.messages if m.topic == "replies/in-flight"]  # it died unanswered
     daemons(config)

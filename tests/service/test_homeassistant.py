@@ -32,12 +32,25 @@ from tests.service.support import (
 )
 
 HA = "homeassistant"
-STATS_KEYS = ["fps", "frame_ms_p95", "generator_ms_p95", "queue_depth", "cpu_percent", "rss_bytes",
-              "temperature_c", "disk_free_bytes", "dropped_frames"]
+STATS_KEYS = [
+    "fps",
+    "frame_ms_p95",
+    "generator_ms_p95",
+    "queue_depth",
+    "cpu_percent",
+    "rss_bytes",
+    "temperature_c",
+    "disk_free_bytes",
+    "dropped_frames",
+]
 ENTITIES = {  # component/key -> what it is
     **{f"sensor/{key}": "stats" for key in STATS_KEYS},
-    "sensor/job": "job", "sensor/last_capture": "capture", "button/capture": "capture button",
-    "select/mode": "mode", "image/snapshot": "snapshot", "binary_sensor/visitor": "visitor",
+    "sensor/job": "job",
+    "sensor/last_capture": "capture",
+    "button/capture": "capture button",
+    "select/mode": "mode",
+    "image/snapshot": "snapshot",
+    "binary_sensor/visitor": "visitor",
 }
 
 
@@ -57,15 +70,19 @@ def camera_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def device(broker: Broker, photos: Path, camera_folder: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Device]:
+def device(
+    broker: Broker, photos: Path, camera_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Device]:
     tmp = tmp_path_factory.mktemp("ha")
-    doc = merge(base_config(tmp / "state", broker.port, photos), {
-        "mqtt": {"homeassistant": {"discovery": True}},
-        "camera": {"type": "file", "path": str(camera_folder), "fps": 10.0},
-        "portrait": {"visitor_frames": 3},
-        "capture": {"line": {"text": "Hi."}},
-    })
+    doc = merge(
+        base_config(tmp / "state", broker.port, photos),
+        {
+            "mqtt": {"homeassistant": {"discovery": True}},
+            "camera": {"type": "file", "path": str(camera_folder), "fps": 10.0},
+            "portrait": {"visitor_frames": 3},
+            "capture": {"line": {"text": "Hi."}},
+        },
+    )
     config = tmp / "portrait.toml"
     config.write_text(toml_dumps(doc))
     watcher = Watcher(broker.port, [f"portrait/{doc['device']['id']}/#", "replies/#", f"{HA}/#"])
@@ -92,8 +109,7 @@ def configs(dev: Device, count: int = len(ENTITIES)) -> dict[str, dict[str, Any]
 
 def after(dev: Device, start: int, predicate: Any, timeout: float, what: str) -> Message:
     """The first message since the watcher had `start` messages that matches."""
-    return wait_until(lambda: next((m for m in dev.watcher.messages[start:] if predicate(m)), None),
-                      timeout, what=what)
+    return wait_until(lambda: next((m for m in dev.watcher.messages[start:] if predicate(m)), None), timeout, what=what)
 
 
 def retained(dev: Device, topic: str) -> bytes:
@@ -107,8 +123,9 @@ def retained(dev: Device, topic: str) -> bytes:
 
 def reply_to(dev: Device, since: int, verb: str) -> dict[str, Any]:
     """A reply on portrait/<id>/reply (where a command without a response topic, as HA sends, is answered)."""
-    return after(dev, since, lambda m: m.topic == dev.topic("reply") and m.json()["verb"] == verb, 15,
-                 f"reply to {verb}").json()
+    return after(
+        dev, since, lambda m: m.topic == dev.topic("reply") and m.json()["verb"] == verb, 15, f"reply to {verb}"
+    ).json()
 
 
 def render(template: str, payload: bytes) -> str:
@@ -127,8 +144,9 @@ def test_discovery_declares_every_entity_with_device_origin_and_availability(dev
         assert config["availability_topic"] == device.topic("availability"), key
         assert config["device"]["identifiers"] == [node(device)], key
         assert config["origin"]["name"] == "talking-portrait" and config["origin"]["sw_version"], key
-        topics = [config[k] for k in ("state_topic", "command_topic", "image_topic", "json_attributes_topic")
-                  if k in config]
+        topics = [
+            config[k] for k in ("state_topic", "command_topic", "image_topic", "json_attributes_topic") if k in config
+        ]
         assert topics and all(t.startswith(f"portrait/{device.id}/") for t in topics), key
     for key in STATS_KEYS:
         assert found[f"sensor/{key}"]["entity_category"] == "diagnostic"
@@ -181,8 +199,11 @@ def test_select_sends_a_plain_string_that_switches_the_mode(device: Device) -> N
     start = len(device.watcher.messages)
     mosquitto_pub(device.port, select["command_topic"], "capture")  # no JSON: what HA's select publishes
     assert reply_to(device, start, "mode")["ok"] is True
-    wait_until(lambda: render(select["value_template"], retained(device, select["state_topic"])) == "capture",
-               10, what="state.mode == capture")
+    wait_until(
+        lambda: render(select["value_template"], retained(device, select["state_topic"])) == "capture",
+        10,
+        what="state.mode == capture",
+    )
 
     start = len(device.watcher.messages)
     mosquitto_pub(device.port, select["command_topic"], "disco")
@@ -197,8 +218,13 @@ def test_capture_button_in_capture_mode_reports_the_job_it_made(device: Device) 
     assert device.command("mode", {"mode": "capture"})["ok"] is True
     start = len(device.watcher.messages)
     mosquitto_pub(device.port, button["command_topic"], button["payload_press"])
-    final = after(device, start, lambda m: m.topic == capture_topic and m.json()["state"] in ("done", "failed"),
-                  90, "capture outcome").json()
+    final = after(
+        device,
+        start,
+        lambda m: m.topic == capture_topic and m.json()["state"] in ("done", "failed"),
+        90,
+        "capture outcome",
+    ).json()
     job_id = final["job_id"]
     # The camera shows a face or a wall at the moment of capture: either way the report says how it ended.
     event = device.watcher.wait_event(10, job_id=job_id, type=f"job.{final['state']}")
@@ -252,8 +278,9 @@ def test_a_language_espeak_lacks_is_refused_at_once_not_failed_as_a_job(
     assert reply["ok"] is False and reply["error"]["field"] == field
     assert "eSpeak NG" in reply["error"]["message"] and repr(payload[field]) in reply["error"]["message"]
     assert device.command("status")["queue"] == before
-    accepted = [m for m in device.watcher.messages[start:] if m.topic.endswith("/events")
-                and m.json()["type"] == "job.accepted"]
+    accepted = [
+        m for m in device.watcher.messages[start:] if m.topic.endswith("/events") and m.json()["type"] == "job.accepted"
+    ]
     assert accepted == []
 
 
@@ -295,8 +322,11 @@ def test_job_and_visitor_topics_follow_events_in_any_thread_order(broker: Broker
     from device.service.mqtt import MqttLink, StatusTopics, Topics
 
     topics = Topics("portrait", f"unit-{uuid.uuid4().hex[:8]}")
-    link = MqttLink(MqttSection(host="127.0.0.1", port=broker.port, session_expiry_s=0), topics,
-                    on_message=lambda topic, payload, props, ack: ack())
+    link = MqttLink(
+        MqttSection(host="127.0.0.1", port=broker.port, session_expiry_s=0),
+        topics,
+        on_message=lambda topic, payload, props, ack: ack(),
+    )
     status = StatusTopics(topics, visitor_frames=lambda: 3, snapshot_expiry_s=lambda clip: None, camera=True)
     status.link = link
     link.start()
@@ -307,6 +337,7 @@ def test_job_and_visitor_topics_follow_events_in_any_thread_order(broker: Broker
 
         def job(**expected: Any) -> dict[str, Any]:
             """The job topic once its latest message (in publish order) says `expected`."""
+
             def latest() -> dict[str, Any] | None:
                 docs = [m.json() for m in watcher.messages if m.topic == topics.job]
                 return docs[-1] if docs and all(docs[-1].get(k) == v for k, v in expected.items()) else None
@@ -320,7 +351,10 @@ def test_job_and_visitor_topics_follow_events_in_any_thread_order(broker: Broker
         status.on_event("job.progress", {"job_id": "a", "done": 5, "total": 10})
         assert job(progress=50.0) | {"ts": 0} == {"state": "running", "job_id": "a", "progress": 50.0, "ts": 0}
         assert [d["state"] for d in (m.json() for m in watcher.messages if m.topic == topics.job)] == [
-            "idle", "running", "running"]  # neither late `accepted` was shown
+            "idle",
+            "running",
+            "running",
+        ]  # neither late `accepted` was shown
         status.on_event("job.done", {"job_id": "a", "frames": 10, "seconds": 1.0})
         assert job(state="done")["frames"] == 10
         status.on_event("job.started", {"job_id": "b", "attempt": 1})
@@ -333,7 +367,7 @@ def test_job_and_visitor_topics_follow_events_in_any_thread_order(broker: Broker
         for present in (True, True, False, True, True, True, False, True, False, False, False):
             status.face_seen(present)
         time.sleep(0.5)
-        visitor = [m.payload for m in watcher.messages if m.topic == topics.visitor][len(visitor):]
+        visitor = [m.payload for m in watcher.messages if m.topic == topics.visitor][len(visitor) :]
         assert visitor == [b"ON", b"OFF"]  # 3 in a row each way; the single frames between change nothing
     finally:
         watcher.close()

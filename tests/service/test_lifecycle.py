@@ -17,8 +17,14 @@ MakeConfig = Callable[..., tuple[Path, dict[str, Any]]]
 StartDaemon = Callable[..., DaemonProcess]
 
 
-def serve(make_config: MakeConfig, daemons: StartDaemon, broker: Broker, changes: dict | None = None,
-          env: dict[str, str] | None = None, session: bool = False) -> tuple[DaemonProcess, Device]:
+def serve(
+    make_config: MakeConfig,
+    daemons: StartDaemon,
+    broker: Broker,
+    changes: dict | None = None,
+    env: dict[str, str] | None = None,
+    session: bool = False,
+) -> tuple[DaemonProcess, Device]:
     path, doc = make_config(changes)
     dev = Device(broker.port, doc["device"]["id"], device_watcher(broker.port, doc["device"]["id"], session))
     proc = daemons(path, env)
@@ -88,7 +94,9 @@ def test_events_raised_during_a_broker_outage_arrive_in_order_once(
         up_at = time.time()
         # The daemon's second `online` (the first came at start): it is back and subscribed.
         dev.watcher.wait_count(
-            lambda m: m.topic == dev.topic("availability") and m.payload == b"online" and not m.retain, 2, 30,
+            lambda m: m.topic == dev.topic("availability") and m.payload == b"online" and not m.retain,
+            2,
+            30,
             what="online after the outage",
         )
         assert dev.command("cancel", {"job_id": job_id})["ok"]

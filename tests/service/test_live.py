@@ -57,7 +57,9 @@ class Recorder:
 
     def hooks(self, animator: Any = None) -> StageHooks:
         return StageHooks(
-            metrics=self.metrics, face_seen=self.faces.append, emit=lambda k, d: self.events.append((k, d)),
+            metrics=self.metrics,
+            face_seen=self.faces.append,
+            emit=lambda k, d: self.events.append((k, d)),
             renderer=lambda: animator,
         )
 

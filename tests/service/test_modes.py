@@ -81,8 +81,9 @@ class RecordingStage:
 
 def controller(stage: RecordingStage | None, **config: object) -> tuple[ModeController, list]:
     events: list = []
-    hooks = StageHooks(metrics=FrameMetrics(), face_seen=lambda present: None,
-                       emit=lambda kind, data: events.append((kind, data)))
+    hooks = StageHooks(
+        metrics=FrameMetrics(), face_seen=lambda present: None, emit=lambda kind, data: events.append((kind, data))
+    )
     app = AppConfig.model_validate(config)
     return ModeController(app, stage, hooks, render_clip=lambda script: {"job_id": "clip"}), events
 

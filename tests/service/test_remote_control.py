@@ -226,8 +226,9 @@ def test_a_full_inbox_answers_busy_instead_of_dropping() -> None:
     thread = threading.Thread(target=inbox.serve, args=(stop,), daemon=True)
     thread.start()
     for i in range(50):
-        inbox.offer("portrait/d/cmd/status", json.dumps({"request_id": f"r{i}"}).encode(), None,
-                    lambda i=i: acks.append(i))
+        inbox.offer(
+            "portrait/d/cmd/status", json.dumps({"request_id": f"r{i}"}).encode(), None, lambda i=i: acks.append(i)
+        )
     busy = [r for r in replies if r.get("busy")]
     assert len(busy) >= 44 and all(r["ok"] is False and r["request_id"].startswith("r") for r in busy)
     release.set()
@@ -241,8 +242,9 @@ def test_a_full_inbox_answers_busy_instead_of_dropping() -> None:
 
 def test_the_inbox_bounds_bytes_as_well_as_count() -> None:
     replies: list[dict[str, Any]] = []
-    inbox = CommandInbox(lambda t, p: {"ok": True}, lambda props, reply: replies.append(reply),
-                         max_commands=100, max_bytes=10_000)
+    inbox = CommandInbox(
+        lambda t, p: {"ok": True}, lambda props, reply: replies.append(reply), max_commands=100, max_bytes=10_000
+    )
     assert inbox.offer("portrait/d/cmd/animate", b"x" * 6000, None)
     assert not inbox.offer("portrait/d/cmd/animate", b"x" * 6000, None)
     assert replies and replies[0]["busy"] is True and inbox.depth() == 1

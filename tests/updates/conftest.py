@@ -1,4 +1,5 @@
-"""Fixtures for the update tests: the service tests' broker and daemon fixtures, keys, test bundles."""
+"""Fixtures for the update tests: keys, test bundles and devices with an updater (the broker and
+daemon fixtures are the root conftest's)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.service.conftest import broker, daemons, make_config, photos  # noqa: F401  (fixtures)
 from tests.service.support import Broker, DaemonProcess, Device, device_watcher
 from tests.updates.support import Keyring, SignerFiles, Unit, make_keyring, model_bundle, signer_files
 from tools.fleet import FleetClient, bundle_info
@@ -39,7 +39,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory, keyring: Keyring) -> dict[
 
 
 @pytest.fixture
-def fleet(broker: Broker) -> Iterator[FleetClient]:  # noqa: F811
+def fleet(broker: Broker) -> Iterator[FleetClient]:
     client = FleetClient("127.0.0.1", broker.port)
     yield client
     client.close()
@@ -56,19 +56,34 @@ def published(fleet: FleetClient, bundles: dict[str, Path]) -> Callable[[str], d
 
 
 @pytest.fixture
-def units(tmp_path: Path, make_config: Callable[..., Any], daemons: Callable[..., DaemonProcess],  # noqa: F811
-          broker: Broker, keyring: Keyring) -> Iterator[Callable[..., Unit]]:  # noqa: F811
+def units(
+    tmp_path: Path,
+    make_config: Callable[..., Any],
+    daemons: Callable[..., DaemonProcess],
+    broker: Broker,
+    keyring: Keyring,
+) -> Iterator[Callable[..., Unit]]:
     """Start devices with an updater: start(name, changes=..., env=...)."""
     watchers = []
 
-    def start(name: str, changes: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-              port: int | None = None) -> Unit:
+    def start(
+        name: str, changes: dict[str, Any] | None = None, env: dict[str, str] | None = None, port: int | None = None
+    ) -> Unit:
         root = tmp_path / name / "assets"
         doc = {
-            "device": {"id": f"{name}-{uuid.uuid4().hex[:6]}", "kind": "pi5",
-                       "state_dir": str(tmp_path / name / "state")},
-            "updates": {"root_key": str(keyring.root_pub), "root": str(root), "probation_s": 2.0,
-                        "chunk_timeout_s": 2.0, "window_chunks": 4, "latency_budget_ms": 2000.0},
+            "device": {
+                "id": f"{name}-{uuid.uuid4().hex[:6]}",
+                "kind": "pi5",
+                "state_dir": str(tmp_path / name / "state"),
+            },
+            "updates": {
+                "root_key": str(keyring.root_pub),
+                "root": str(root),
+                "probation_s": 2.0,
+                "chunk_timeout_s": 2.0,
+                "window_chunks": 4,
+                "latency_budget_ms": 2000.0,
+            },
         }
         for key, value in (changes or {}).items():
             doc[key] = {**doc.get(key, {}), **value}

@@ -33,8 +33,15 @@ def make_keyring(folder: Path) -> Keyring:
     chain.write_public(folder / "root.pub", root.public_key())
     signing, other = chain.Ed25519PrivateKey.generate(), chain.Ed25519PrivateKey.generate()
     rogue_root = chain.Ed25519PrivateKey.generate()
-    return Keyring(folder / "root.pub", signing, chain.certify(root, signing.public_key()), other,
-                   chain.certify(root, other.public_key()), root, chain.certify(rogue_root, signing.public_key()))
+    return Keyring(
+        folder / "root.pub",
+        signing,
+        chain.certify(root, signing.public_key()),
+        other,
+        chain.certify(root, other.public_key()),
+        root,
+        chain.certify(rogue_root, signing.public_key()),
+    )
 
 
 @dataclass
@@ -87,8 +94,11 @@ def job_topic(device: str, job_id: str) -> str:
 
 
 def wait_job(watcher: Watcher, device: str, job_id: str, states: tuple[str, ...], timeout: float = 60.0) -> dict:
-    return watcher.wait_for(lambda m: m.topic == job_topic(device, job_id) and m.json()["state"] in states,
-                            timeout, what=f"job {job_id} in {states}").json()
+    return watcher.wait_for(
+        lambda m: m.topic == job_topic(device, job_id) and m.json()["state"] in states,
+        timeout,
+        what=f"job {job_id} in {states}",
+    ).json()
 
 
 def last_state(watcher: Watcher, device: str) -> dict[str, Any]:

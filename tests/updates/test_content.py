@@ -25,15 +25,18 @@ def content_bundle(folder: Path, version: str, key: object, corrupt_image: bool 
         wav.setsampwidth(2)
         wav.setframerate(16000)
         wav.writeframes(np.zeros(1600, np.int16).tobytes())
-    scripts = [{"id": "hello", "text": "Welcome to the museum.", "lang": "en", "voice": "en-us"},
-               {"id": "recorded", "audio": "welcome.wav", "transcript": "Welcome.", "lang": "en"}]
+    scripts = [
+        {"id": "hello", "text": "Welcome to the museum.", "lang": "en", "voice": "en-us"},
+        {"id": "recorded", "audio": "welcome.wav", "transcript": "Welcome.", "lang": "en"},
+    ]
     content_manifest(folder, "hall-content", version, scripts, schedule={"interval_s": 300})
     sign_manifest(folder, key)
     return folder
 
 
-def test_content_bundle_installs_and_state_shows_it(units: Callable[..., Unit], fleet: FleetClient,
-                                                    keyring: Keyring, tmp_path: Path) -> None:
+def test_content_bundle_installs_and_state_shows_it(
+    units: Callable[..., Unit], fleet: FleetClient, keyring: Keyring, tmp_path: Path
+) -> None:
     unit = units("dev")
     info, chunks = bundle_info(content_bundle(tmp_path / "c1", "1.0.0", keyring.signing))
     fleet.publish_bundle(info, chunks)
@@ -51,8 +54,9 @@ def test_content_bundle_installs_and_state_shows_it(units: Callable[..., Unit], 
     assert portrait["playlist"][0] == "Welcome to the museum." and portrait["playlist"][1].endswith("welcome.wav")
 
 
-def test_content_bundle_with_a_file_that_does_not_decode_fails(units: Callable[..., Unit], fleet: FleetClient,
-                                                               keyring: Keyring, tmp_path: Path) -> None:
+def test_content_bundle_with_a_file_that_does_not_decode_fails(
+    units: Callable[..., Unit], fleet: FleetClient, keyring: Keyring, tmp_path: Path
+) -> None:
     unit = units("dev")
     info, chunks = bundle_info(content_bundle(tmp_path / "c2", "1.0.0", keyring.signing, corrupt_image=True))
     fleet.publish_bundle(info, chunks)

@@ -25,8 +25,9 @@ PASSWORD = "operator-secret-42"
 
 def fleet_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """The real command line in a fresh interpreter, as the operator runs it."""
-    return subprocess.run([sys.executable, "-m", "device.cli", "fleet", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "device.cli", "fleet", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def signed(files: SignerFiles) -> list[str]:
@@ -59,8 +60,15 @@ def test_help_from_the_portrait_command() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: portrait fleet rollback")
     assert "python -m tools.fleet" not in done.stdout
-    for option in ("--device ID", "--group GROUP", "--key SIGNING.key", "--broker HOST[:PORT]", "--password-file",
-                   "--ca-file", "--wait S"):
+    for option in (
+        "--device ID",
+        "--group GROUP",
+        "--key SIGNING.key",
+        "--broker HOST[:PORT]",
+        "--password-file",
+        "--ca-file",
+        "--wait S",
+    ):
         assert option in done.stdout
 
 
@@ -75,8 +83,18 @@ def test_an_unreachable_broker_is_a_clear_exit_2(before: bool) -> None:
 
 
 def test_bad_local_inputs_are_named_before_any_broker_is_tried(tmp_path: Path) -> None:
-    done = fleet_cli("rollback", "--device", "kiosk-01", "--key", str(tmp_path / "missing.key"),
-                     "--cert", str(tmp_path / "c.json"), "--broker", f"127.0.0.1:{free_port()}", timeout=30)
+    done = fleet_cli(
+        "rollback",
+        "--device",
+        "kiosk-01",
+        "--key",
+        str(tmp_path / "missing.key"),
+        "--cert",
+        str(tmp_path / "c.json"),
+        "--broker",
+        f"127.0.0.1:{free_port()}",
+        timeout=30,
+    )
     assert done.returncode == 2
     assert f"--key {tmp_path / 'missing.key'}: cannot read it" in done.stderr
     done = fleet_cli("status", "--broker", "localhost:http", timeout=30)
@@ -116,8 +134,9 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broke
     ca, ca_key, ca_path = make_ca(folder, "fleet-ca")
     _, _, wrong_path = make_ca(folder, "other-ca")
     cert, key = make_server_cert(folder, ca, ca_key)
-    broker = Broker(tmp_path_factory.mktemp("fleet-tls-broker"),
-                    extra=f"cafile {ca_path}\ncertfile {cert}\nkeyfile {key}\n")
+    broker = Broker(
+        tmp_path_factory.mktemp("fleet-tls-broker"), extra=f"cafile {ca_path}\ncertfile {cert}\nkeyfile {key}\n"
+    )
     broker.start()
     yield broker, ca_path, wrong_path
     broker.stop()
@@ -152,7 +171,7 @@ def test_status_shows_stats_once_and_as_json(units: Callable[..., Unit], broker:
     assert header.split()[:2] == ["device", "avail"] and "mem" in header and "fps" in header
     row = next(r for r in rows if r.startswith(unit.id))
     assert "online" in row.split()
-    assert float(row[header.index("mem MB"):].split()[0]) > 10  # the columns are aligned under the header
+    assert float(row[header.index("mem MB") :].split()[0]) > 10  # the columns are aligned under the header
 
 
 @pytest.mark.slow
@@ -166,8 +185,9 @@ def test_rollback_of_an_unknown_device_is_exit_2(broker: Broker, signer_files: S
 
 
 @pytest.mark.slow
-def test_rollback_reports_a_refusal_then_an_offline_device(units: Callable[..., Unit], broker: Broker,
-                                                           signer_files: SignerFiles) -> None:
+def test_rollback_reports_a_refusal_then_an_offline_device(
+    units: Callable[..., Unit], broker: Broker, signer_files: SignerFiles
+) -> None:
     unit = units("dev")  # nothing installed yet: nothing to go back to
     address = ["--broker", f"127.0.0.1:{broker.port}"]
     done = fleet_cli("rollback", "--device", unit.id, *signed(signer_files), *address)
@@ -180,16 +200,24 @@ def test_rollback_reports_a_refusal_then_an_offline_device(units: Callable[..., 
 
 
 @pytest.mark.slow
-def test_rollback_reports_what_the_device_restored(units: Callable[..., Unit], keyring: Any,
-                                                   signer_files: SignerFiles,
-                                                   published: Callable[[str], dict[str, Any]]) -> None:
+def test_rollback_reports_what_the_device_restored(
+    units: Callable[..., Unit], keyring: Any, signer_files: SignerFiles, published: Callable[[str], dict[str, Any]]
+) -> None:
     unit = units("dev", {"updates": {"probation_s": 0.0}})
     for name in ("v0.2.0", "v0.3.0"):
         envelope = make_job(published(name), keyring.signing, keyring.cert, targets=to(unit))
         unit.device.command("update", envelope)
         wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
-    done = fleet_cli("rollback", "--device", unit.id, "--kind", "model", *signed(signer_files),
-                     "--broker", f"127.0.0.1:{unit.device.port}")
+    done = fleet_cli(
+        "rollback",
+        "--device",
+        unit.id,
+        "--kind",
+        "model",
+        *signed(signer_files),
+        "--broker",
+        f"127.0.0.1:{unit.device.port}",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "rolled back: model is now" in done.stdout and "0.2.0" in done.stdout.splitlines()[1]
     assert current_version(unit.root) == "0.2.0"

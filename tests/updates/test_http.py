@@ -48,12 +48,14 @@ def server(bundles: dict[str, Path]) -> Iterator[Server]:
     srv.httpd.shutdown()
 
 
-def test_http_download_resumes_with_range(units: Callable[..., Unit], server: Server, keyring: Keyring,
-                                          bundles: dict[str, Path], tmp_path: Path) -> None:
+def test_http_download_resumes_with_range(
+    units: Callable[..., Unit], server: Server, keyring: Keyring, bundles: dict[str, Path], tmp_path: Path
+) -> None:
     unit = units("dev")
     info, _ = bundle_info(bundles["v0.2.0"])
-    envelope = make_job(info, keyring.signing, keyring.cert, source={"type": "http", "url": server.url},
-                        targets=to(unit))
+    envelope = make_job(
+        info, keyring.signing, keyring.cert, source={"type": "http", "url": server.url}, targets=to(unit)
+    )
     half = len(server.data) // 2
     # What a download cut off halfway leaves behind.
     part = tmp_path / "dev" / "state" / "updates" / "downloads" / f"{envelope['job']['id']}.part"
@@ -103,16 +105,18 @@ class CuttingServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
-def test_http_download_cut_off_midway_resumes_with_range(units: Callable[..., Unit], keyring: Keyring,
-                                                         bundles: dict[str, Path], tmp_path: Path) -> None:
+def test_http_download_cut_off_midway_resumes_with_range(
+    units: Callable[..., Unit], keyring: Keyring, bundles: dict[str, Path], tmp_path: Path
+) -> None:
     unit = units("dev")
     info, _ = bundle_info(bundles["v0.2.0"])
     data = pack(bundles["v0.2.0"])
     cut = len(data) // 3
     srv = CuttingServer(data, cut)
     try:
-        envelope = make_job(info, keyring.signing, keyring.cert, source={"type": "http", "url": srv.url},
-                            targets=to(unit))
+        envelope = make_job(
+            info, keyring.signing, keyring.cert, source={"type": "http", "url": srv.url}, targets=to(unit)
+        )
         part = tmp_path / "dev" / "state" / "updates" / "downloads" / f"{envelope['job']['id']}.part"
         srv.part = part
         assert unit.device.command("update", envelope)["ok"]

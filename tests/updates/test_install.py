@@ -17,8 +17,9 @@ from tests.updates.support import Keyring, SignerFiles, Unit, current_version, i
 from tools.fleet import make_job
 
 
-def test_failed_health_check_keeps_the_old_version(units: Callable[..., Unit], keyring: Keyring,
-                                                   published: Callable[[str], dict[str, Any]]) -> None:
+def test_failed_health_check_keeps_the_old_version(
+    units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]]
+) -> None:
     unit = units("dev")
     envelope = make_job(published("broken"), keyring.signing, keyring.cert, targets=to(unit))
     assert unit.device.command("update", envelope)["ok"]
@@ -31,7 +32,10 @@ def test_failed_health_check_keeps_the_old_version(units: Callable[..., Unit], k
 
 @pytest.mark.parametrize("step", STEPS)
 def test_power_cut_at_each_install_step_comes_back_working(
-    step: str, units: Callable[..., Unit], daemons: Callable[..., DaemonProcess], keyring: Keyring,
+    step: str,
+    units: Callable[..., Unit],
+    daemons: Callable[..., DaemonProcess],
+    keyring: Keyring,
     published: Callable[[str], dict[str, Any]],
 ) -> None:
     unit = units("dev", env={FAULT_ENV: step})
@@ -50,8 +54,12 @@ def test_power_cut_at_each_install_step_comes_back_working(
     assert bundle.version == "0.2.0" and bundle.files("onnxruntime")
 
 
-def test_crash_loop_in_probation_rolls_back(units: Callable[..., Unit], daemons: Callable[..., DaemonProcess],
-                                            keyring: Keyring, published: Callable[[str], dict[str, Any]]) -> None:
+def test_crash_loop_in_probation_rolls_back(
+    units: Callable[..., Unit],
+    daemons: Callable[..., DaemonProcess],
+    keyring: Keyring,
+    published: Callable[[str], dict[str, Any]],
+) -> None:
     unit = units("dev", {"updates": {"probation_s": 120.0, "max_restarts": 2}})
     envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
@@ -67,8 +75,9 @@ def test_crash_loop_in_probation_rolls_back(units: Callable[..., Unit], daemons:
     assert installed(unit.device.command("status")["state"]) == "0.1.0"
 
 
-def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyring, signer_files: SignerFiles,
-                                      published: Callable[[str], dict[str, Any]]) -> None:
+def test_operator_rollback_of_a_group(
+    units: Callable[..., Unit], keyring: Keyring, signer_files: SignerFiles, published: Callable[[str], dict[str, Any]]
+) -> None:
     group = f"g{uuid.uuid4().hex[:6]}"
     unit = units("dev", {"device": {"groups": [group]}, "updates": {"probation_s": 0.0}})
     for name in ("v0.2.0", "v0.3.0"):
@@ -77,9 +86,26 @@ def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyri
         wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
     # The operator's CLI signs the order with the fleet signing key; the group gets it.
     done = subprocess.run(
-        [sys.executable, "-m", "tools.fleet", "--broker", f"127.0.0.1:{unit.device.port}", "rollback",
-         "--group", group, "--kind", "model", "--key", str(signer_files.key), "--cert", str(signer_files.cert)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "tools.fleet",
+            "--broker",
+            f"127.0.0.1:{unit.device.port}",
+            "rollback",
+            "--group",
+            group,
+            "--kind",
+            "model",
+            "--key",
+            str(signer_files.key),
+            "--cert",
+            str(signer_files.cert),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     job = wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("ROLLED_BACK",), 20)
@@ -87,8 +113,9 @@ def test_operator_rollback_of_a_group(units: Callable[..., Unit], keyring: Keyri
     assert current_version(unit.root) == "0.2.0"
 
 
-def test_watchdog_in_probation_rolls_back(units: Callable[..., Unit], keyring: Keyring, tmp_path, photos,
-                                          published: Callable[[str], dict[str, Any]]) -> None:
+def test_watchdog_in_probation_rolls_back(
+    units: Callable[..., Unit], keyring: Keyring, tmp_path, photos, published: Callable[[str], dict[str, Any]]
+) -> None:
     """A job that hangs past its timeout (+ grace) starves the watchdog; within probation that rolls back."""
     import wave
 
@@ -105,8 +132,13 @@ def test_watchdog_in_probation_rolls_back(units: Callable[..., Unit], keyring: K
         handle.setsampwidth(2)
         handle.setframerate(speech.sample_rate)
         handle.writeframes((np.clip(speech.audio, -1, 1) * 32767).astype(np.int16).tobytes())
-    unit = units("dev", {"updates": {"probation_s": 300.0},
-                         "jobs": {"timeout_s": 0.2, "hung_grace_s": 0.0, "audio_dirs": [str(tmp_path)]}})
+    unit = units(
+        "dev",
+        {
+            "updates": {"probation_s": 300.0},
+            "jobs": {"timeout_s": 0.2, "hung_grace_s": 0.0, "audio_dirs": [str(tmp_path)]},
+        },
+    )
     envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     unit.device.command("update", envelope)
     wait_job(unit.watcher, unit.id, envelope["job"]["id"], ("SUCCEEDED",), 60)
@@ -120,7 +152,9 @@ def test_watchdog_in_probation_rolls_back(units: Callable[..., Unit], keyring: K
 
 
 def test_older_job_admitted_behind_a_newer_one_is_refused_at_install(
-    units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]],
+    units: Callable[..., Unit],
+    keyring: Keyring,
+    published: Callable[[str], dict[str, Any]],
 ) -> None:
     unit = units("dev")
     newer = make_job(published("v0.3.0"), keyring.signing, keyring.cert, targets=to(unit))
@@ -128,8 +162,9 @@ def test_older_job_admitted_behind_a_newer_one_is_refused_at_install(
     # Both are newer than the 0.1.0 installed when they arrive, so both are admitted.
     assert unit.device.command("update", newer)["ok"]
     assert unit.device.command("update", older)["ok"]
-    assert wait_job(unit.watcher, unit.id, newer["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"))["state"] == \
-        "SUCCEEDED"
+    assert (
+        wait_job(unit.watcher, unit.id, newer["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"))["state"] == "SUCCEEDED"
+    )
     job = wait_job(unit.watcher, unit.id, older["job"]["id"], ("SUCCEEDED", "FAILED", "REJECTED"), 60)
     assert job["state"] == "REJECTED"
     assert job["reason"] == "anti-rollback: version 0.2.0 is not newer than the installed model 0.3.0"

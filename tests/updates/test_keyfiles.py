@@ -62,8 +62,9 @@ def test_planted_symlink_is_not_followed(tmp_path: Path, command: str) -> None:
 def test_signing_key_through_a_dangling_symlink_is_refused(tmp_path: Path) -> None:
     assert run(COMMANDS["fleet keys root"](tmp_path / "root")).returncode == 0
     os.symlink(tmp_path / "would-be-created", tmp_path / "sign1.key")
-    done = run(["-m", "tools.fleet", "keys", "signing", "--root", str(tmp_path / "root.key"),
-                "--out", str(tmp_path / "sign1")])
+    done = run(
+        ["-m", "tools.fleet", "keys", "signing", "--root", str(tmp_path / "root.key"), "--out", str(tmp_path / "sign1")]
+    )
     assert done.returncode == 2
     assert f"{tmp_path / 'sign1.key'} is a symbolic link" in done.stderr
     assert not (tmp_path / "would-be-created").exists()

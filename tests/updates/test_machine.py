@@ -27,7 +27,10 @@ def test_every_state_has_a_row_and_only_states_as_targets() -> None:
 
 def test_final_states_lead_nowhere_except_a_success_rolled_back() -> None:
     assert {state: TRANSITIONS[state] for state in TERMINAL} == {
-        S.SUCCEEDED: {S.ROLLED_BACK}, S.FAILED: set(), S.REJECTED: set(), S.ROLLED_BACK: set(),
+        S.SUCCEEDED: {S.ROLLED_BACK},
+        S.FAILED: set(),
+        S.REJECTED: set(),
+        S.ROLLED_BACK: set(),
     }
 
 
@@ -39,16 +42,19 @@ def test_the_install_path_is_allowed_step_by_step() -> None:
     assert rec.done
 
 
-@pytest.mark.parametrize("old,new", [
-    (S.QUEUED, S.SUCCEEDED),  # skipping the download and every check
-    (S.QUEUED, S.HEALTH_CHECK),
-    (S.DOWNLOADING, S.SUCCEEDED),
-    (S.VERIFYING, S.SUCCEEDED),
-    (S.FAILED, S.QUEUED),  # a final state is final
-    (S.REJECTED, S.DOWNLOADING),
-    (S.SUCCEEDED, S.FAILED),
-    (S.ROLLED_BACK, S.SUCCEEDED),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (S.QUEUED, S.SUCCEEDED),  # skipping the download and every check
+        (S.QUEUED, S.HEALTH_CHECK),
+        (S.DOWNLOADING, S.SUCCEEDED),
+        (S.VERIFYING, S.SUCCEEDED),
+        (S.FAILED, S.QUEUED),  # a final state is final
+        (S.REJECTED, S.DOWNLOADING),
+        (S.SUCCEEDED, S.FAILED),
+        (S.ROLLED_BACK, S.SUCCEEDED),
+    ],
+)
 def test_an_illegal_transition_raises_and_changes_nothing(old: UpdateState, new: UpdateState) -> None:
     rec = record(old)
     with pytest.raises(IllegalTransition, match=f"{old} -> {new} is not allowed"):
@@ -86,8 +92,15 @@ def test_the_daemon_is_an_updater_host(tmp_path: Path) -> None:
     from tests.service.support import toml_dumps
 
     path = tmp_path / "portrait.toml"
-    path.write_text(toml_dumps({"device": {"id": "host-test", "state_dir": str(tmp_path / "state")},
-                                "mqtt": {"enabled": False}, "generator": {"backend": "none"}}))
+    path.write_text(
+        toml_dumps(
+            {
+                "device": {"id": "host-test", "state_dir": str(tmp_path / "state")},
+                "mqtt": {"enabled": False},
+                "generator": {"backend": "none"},
+            }
+        )
+    )
     daemon = Daemon(ConfigStore(path))
     try:
         assert isinstance(daemon, UpdaterHost)

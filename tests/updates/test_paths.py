@@ -44,8 +44,17 @@ def test_a_planted_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_job_document_refuses_a_climbing_name() -> None:
-    job = {"id": "j1", "kind": "model", "name": "../../../../escape", "version": "1.0.0", "size": 10,
-           "sha256": SHA, "source": {"type": "http", "url": "https://example.org/b.tar"}, "issued": 0,
-           "expires": 1, "targets": {"fleet": True}}
+    job = {
+        "id": "j1",
+        "kind": "model",
+        "name": "../../../../escape",
+        "version": "1.0.0",
+        "size": 10,
+        "sha256": SHA,
+        "source": {"type": "http", "url": "https://example.org/b.tar"},
+        "issued": 0,
+        "expires": 1,
+        "targets": {"fleet": True},
+    }
     with pytest.raises(ValidationError, match="name"):
         JobDoc.model_validate(job)

@@ -57,8 +57,9 @@ def test_unknown_signing_key(dev: Unit, published: Callable[[str], dict[str, Any
 
 def test_revoked_signing_key(dev: Unit, published: Callable[[str], dict[str, Any]], keyring: Keyring) -> None:
     revocations = chain.revocation_list(keyring.root, [chain.key_id(keyring.other.public_key())], serial=1)
-    envelope = make_job(published("other-signer"), keyring.other, keyring.other_cert, revocations=revocations,
-                        targets=to(dev))
+    envelope = make_job(
+        published("other-signer"), keyring.other, keyring.other_cert, revocations=revocations, targets=to(dev)
+    )
     refused(dev, envelope, "is revoked")
 
 
@@ -84,8 +85,9 @@ def test_expired_job(dev: Unit, published: Callable[[str], dict[str, Any]], keyr
 
 
 def test_other_device_kind(dev: Unit, published: Callable[[str], dict[str, Any]], keyring: Keyring) -> None:
-    envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, device_kinds=["jetson-orin"],
-                        targets=to(dev))
+    envelope = make_job(
+        published("v0.2.0"), keyring.signing, keyring.cert, device_kinds=["jetson-orin"], targets=to(dev)
+    )
     refused(dev, envelope, "device kinds")
 
 
@@ -97,14 +99,16 @@ def test_replayed_job_id(dev: Unit, published: Callable[[str], dict[str, Any]], 
     assert wait_job(dev.watcher, dev.id, envelope["job"]["id"], ("REJECTED",))["reason"].startswith("job expired")
 
 
-def test_bundle_over_the_size_limit(units: Callable[..., Unit], published: Callable[[str], dict[str, Any]],
-                                    keyring: Keyring) -> None:
+def test_bundle_over_the_size_limit(
+    units: Callable[..., Unit], published: Callable[[str], dict[str, Any]], keyring: Keyring
+) -> None:
     unit = units("small", {"updates": {"max_bundle_bytes": 100_000}})
     refused(unit, make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit)), "over the limit")
 
 
-def test_bundle_larger_than_free_disk(units: Callable[..., Unit], published: Callable[[str], dict[str, Any]],
-                                      keyring: Keyring, tmp_path: Path) -> None:
+def test_bundle_larger_than_free_disk(
+    units: Callable[..., Unit], published: Callable[[str], dict[str, Any]], keyring: Keyring, tmp_path: Path
+) -> None:
     import shutil
 
     free = shutil.disk_usage(tmp_path).free
@@ -112,8 +116,9 @@ def test_bundle_larger_than_free_disk(units: Callable[..., Unit], published: Cal
     refused(unit, make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit)), "not enough disk")
 
 
-def test_bundle_name_that_climbs_out_of_the_slot(dev: Unit, fleet: FleetClient, keyring: Keyring,
-                                                 tmp_path: Path) -> None:
+def test_bundle_name_that_climbs_out_of_the_slot(
+    dev: Unit, fleet: FleetClient, keyring: Keyring, tmp_path: Path
+) -> None:
     """Signed, hash right, named `../../../../escape`: the versions/ folder is four levels under tmp_path."""
     bundle = model_bundle(tmp_path / "source", "0.5.0", keyring.signing, name="../../../../escape")
     info, chunks = bundle_info(bundle, CHUNK)
@@ -126,8 +131,9 @@ def test_bundle_name_that_climbs_out_of_the_slot(dev: Unit, fleet: FleetClient, 
     assert not list(tmp_path.glob("escape*"))
 
 
-def test_job_for_another_group(units: Callable[..., Unit], published: Callable[[str], dict[str, Any]],
-                               keyring: Keyring) -> None:
+def test_job_for_another_group(
+    units: Callable[..., Unit], published: Callable[[str], dict[str, Any]], keyring: Keyring
+) -> None:
     unit = units("dev", {"device": {"groups": ["lobby"]}})
     envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets={"groups": ["gallery"]})
     refused(unit, envelope, "not for this device: it is for groups ['gallery']; this is")

@@ -36,8 +36,13 @@ def stored_list(state_dir: Path) -> dict[str, Any] | None:
 
 
 def test_published_revocation_list_reaches_device_forged_one_ignored(
-    units: Callable[..., Unit], fleet: FleetClient, broker: Broker, keyring: Keyring, tmp_path: Path,
-    published: Callable[[str], dict[str, Any]], revocations_topic: str,
+    units: Callable[..., Unit],
+    fleet: FleetClient,
+    broker: Broker,
+    keyring: Keyring,
+    tmp_path: Path,
+    published: Callable[[str], dict[str, Any]],
+    revocations_topic: str,
 ) -> None:
     unit = units("dev")
     state = tmp_path / "dev" / "state"
@@ -55,12 +60,31 @@ def test_published_revocation_list_reaches_device_forged_one_ignored(
     root_key = tmp_path / "keys" / "root.key"
     chain.write_private(root_key, keyring.root)
     subprocess.run(
-        [sys.executable, "-m", "tools.fleet", "--broker", f"127.0.0.1:{broker.port}", "keys", "revoke", other_id,
-         "--root", str(root_key), "--list", str(tmp_path / "keys" / "revocations.json"), "--publish"],
-        cwd=REPO, check=True, capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "tools.fleet",
+            "--broker",
+            f"127.0.0.1:{broker.port}",
+            "keys",
+            "revoke",
+            other_id,
+            "--root",
+            str(root_key),
+            "--list",
+            str(tmp_path / "keys" / "revocations.json"),
+            "--publish",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
-    doc = wait_until(lambda: (d := stored_list(state)) and d["body"]["serial"] == 0 and d, 15,
-                     what="the device to adopt the root-signed list")
+    doc = wait_until(
+        lambda: (d := stored_list(state)) and d["body"]["serial"] == 0 and d,
+        15,
+        what="the device to adopt the root-signed list",
+    )
     assert doc["body"]["revoked"] == [other_id]
 
     # A later job signed by the revoked key, with no list of its own: refused, naming the key.

@@ -59,8 +59,9 @@ def test_rollback_for_another_device_is_refused(upgraded: Unit, keyring: Keyring
 
 def test_expired_rollback_is_refused(upgraded: Unit, keyring: Keyring) -> None:
     now = time.time()
-    order = make_rollback("model", keyring.signing, keyring.cert, targets=to(upgraded),
-                          issued=now - 120, expires=now - 60)
+    order = make_rollback(
+        "model", keyring.signing, keyring.cert, targets=to(upgraded), issued=now - 120, expires=now - 60
+    )
     refused(upgraded, order, "expired")
     assert current_version(upgraded.root) == "0.3.0"
 
@@ -74,9 +75,24 @@ def test_replayed_rollback_is_refused(upgraded: Unit, keyring: Keyring) -> None:
 
 def test_fleet_cli_signs_the_rollback_it_sends(upgraded: Unit, signer_files: SignerFiles) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tools.fleet", "--broker", f"127.0.0.1:{upgraded.device.port}", "rollback",
-         "--device", upgraded.id, "--key", str(signer_files.key), "--cert", str(signer_files.cert)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "tools.fleet",
+            "--broker",
+            f"127.0.0.1:{upgraded.device.port}",
+            "rollback",
+            "--device",
+            upgraded.id,
+            "--key",
+            str(signer_files.key),
+            "--cert",
+            str(signer_files.cert),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"version": "0.2.0"' in done.stdout  # the device's reply: what it restored

@@ -31,8 +31,9 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
     broker.stop()
 
 
-def test_broker_restart_mid_transfer_resumes(units: Callable[..., Unit], own_broker: Broker, keyring: Keyring,
-                                             bundles: dict[str, Path]) -> None:
+def test_broker_restart_mid_transfer_resumes(
+    units: Callable[..., Unit], own_broker: Broker, keyring: Keyring, bundles: dict[str, Path]
+) -> None:
     unit = units("dev", SLOW, port=own_broker.port)
     fleet = FleetClient("127.0.0.1", own_broker.port)
     info, chunks = bundle_info(bundles["v0.2.0"], CHUNK)
@@ -41,8 +42,11 @@ def test_broker_restart_mid_transfer_resumes(units: Callable[..., Unit], own_bro
     envelope = make_job(info, keyring.signing, keyring.cert, targets=to(unit))
     job_id = envelope["job"]["id"]
     unit.device.command("update", envelope)
-    unit.watcher.wait_for(lambda m: m.topic == job_topic(unit.id, job_id)
-                          and (m.json().get("progress") or {}).get("chunks", 0) >= 6, 30, what="a third done")
+    unit.watcher.wait_for(
+        lambda m: m.topic == job_topic(unit.id, job_id) and (m.json().get("progress") or {}).get("chunks", 0) >= 6,
+        30,
+        what="a third done",
+    )
     before = progress(unit, job_id)[-1]["chunks"]
     assert before < len(chunks)
     own_broker.restart()  # retained chunks survive (persistence); sessions do not
@@ -53,15 +57,22 @@ def test_broker_restart_mid_transfer_resumes(units: Callable[..., Unit], own_bro
     assert after[-1] == len(chunks)
 
 
-def test_daemon_killed_mid_transfer_resumes(units: Callable[..., Unit], daemons: Callable[..., DaemonProcess],
-                                            keyring: Keyring, published: Callable[[str], dict[str, Any]]) -> None:
+def test_daemon_killed_mid_transfer_resumes(
+    units: Callable[..., Unit],
+    daemons: Callable[..., DaemonProcess],
+    keyring: Keyring,
+    published: Callable[[str], dict[str, Any]],
+) -> None:
     unit = units("dev", SLOW)
     info = published("v0.2.0")
     envelope = make_job(info, keyring.signing, keyring.cert, targets=to(unit))
     job_id = envelope["job"]["id"]
     unit.device.command("update", envelope)
-    unit.watcher.wait_for(lambda m: m.topic == job_topic(unit.id, job_id)
-                          and (m.json().get("progress") or {}).get("chunks", 0) >= 6, 30, what="a third done")
+    unit.watcher.wait_for(
+        lambda m: m.topic == job_topic(unit.id, job_id) and (m.json().get("progress") or {}).get("chunks", 0) >= 6,
+        30,
+        what="a third done",
+    )
     unit.proc.kill9()
     had = progress(unit, job_id)[-1]["chunks"]
     unit.watcher.clear()
@@ -73,8 +84,9 @@ def test_daemon_killed_mid_transfer_resumes(units: Callable[..., Unit], daemons:
     assert resumed[-1]["chunks"] == len(info["chunks"])
 
 
-def test_tampered_retained_chunk_fails_the_download(units: Callable[..., Unit], fleet: FleetClient,
-                                                    keyring: Keyring, tmp_path: Path) -> None:
+def test_tampered_retained_chunk_fails_the_download(
+    units: Callable[..., Unit], fleet: FleetClient, keyring: Keyring, tmp_path: Path
+) -> None:
     unit = units("dev", {"updates": {"chunk_retries": 2, "chunk_timeout_s": 1.0}})
     # A bundle of its own, so the tampered chunk sits on a topic no other test reads.
     info, chunks = bundle_info(model_bundle(tmp_path / "bundle", "0.7.0", keyring.signing), CHUNK)
@@ -87,14 +99,16 @@ def test_tampered_retained_chunk_fails_the_download(units: Callable[..., Unit], 
     finally:
         fleet.unpublish(info)
     assert job["state"] == "FAILED"
-    assert job["reason"].startswith(f"chunk 3 of {len(chunks)}: no good copy after 3 tries (3 copies came with "
-                                    "the wrong sha256)")
+    assert job["reason"].startswith(
+        f"chunk 3 of {len(chunks)}: no good copy after 3 tries (3 copies came with the wrong sha256)"
+    )
     assert "updates.chunk_retries is 2" in job["reason"]
     assert current_version(unit.root) is None
 
 
-def test_download_past_its_deadline_fails(units: Callable[..., Unit], keyring: Keyring,
-                                          published: Callable[[str], dict[str, Any]]) -> None:
+def test_download_past_its_deadline_fails(
+    units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]]
+) -> None:
     unit = units("dev", {"updates": {**SLOW["updates"], "download_timeout_s": 2.0}})  # ~7 s needed
     envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit))
     assert unit.device.command("update", envelope)["ok"]
@@ -104,8 +118,9 @@ def test_download_past_its_deadline_fails(units: Callable[..., Unit], keyring: K
     assert current_version(unit.root) is None
 
 
-def test_job_that_expires_during_the_download_is_refused(units: Callable[..., Unit], keyring: Keyring,
-                                                         published: Callable[[str], dict[str, Any]]) -> None:
+def test_job_that_expires_during_the_download_is_refused(
+    units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]]
+) -> None:
     unit = units("dev", SLOW)  # ~7 s for the download
     envelope = make_job(published("v0.2.0"), keyring.signing, keyring.cert, targets=to(unit), expires_s=3.0)
     assert unit.device.command("update", envelope)["ok"]
