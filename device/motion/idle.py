@@ -39,7 +39,7 @@ def blink_times(duration: float, rng: np.random.Generator, per_minute: float = 1
     return [time for time in times if time < duration]
 
 
-def _smooth_noise(n: int, fps: float, rng: np.random.Generator, periods: tuple[float, ...]) -> np.ndarray:
+def smooth_noise(n: int, fps: float, rng: np.random.Generator, periods: tuple[float, ...]) -> np.ndarray:
     """A sum of slow sinusoids with random phases: smooth, never repeating within a clip, in [-1, 1]."""
     t = np.arange(n) / fps
     total = np.zeros(n)
@@ -78,12 +78,12 @@ class IdleMotion:
         out[:, COLUMN["blink_right"]] = blinks
 
         breathing = np.sin(2 * np.pi * t / rng.uniform(3.6, 4.6) + rng.uniform(0, 2 * np.pi))
-        out[:, COLUMN["head_pitch"]] = 0.5 * breathing + 0.6 * self.sway * _smooth_noise(
+        out[:, COLUMN["head_pitch"]] = 0.5 * breathing + 0.6 * self.sway * smooth_noise(
             n_frames, fps, rng, (7.0, 11.0)
         )
-        out[:, COLUMN["head_yaw"]] = self.sway * _smooth_noise(n_frames, fps, rng, (6.0, 9.5, 15.0))
-        out[:, COLUMN["head_roll"]] = 0.5 * self.sway * _smooth_noise(n_frames, fps, rng, (8.0, 13.0))
-        out[:, COLUMN["brow_raise"]] = 0.08 * _smooth_noise(n_frames, fps, rng, (5.0, 8.0))
+        out[:, COLUMN["head_yaw"]] = self.sway * smooth_noise(n_frames, fps, rng, (6.0, 9.5, 15.0))
+        out[:, COLUMN["head_roll"]] = 0.5 * self.sway * smooth_noise(n_frames, fps, rng, (8.0, 13.0))
+        out[:, COLUMN["brow_raise"]] = 0.08 * smooth_noise(n_frames, fps, rng, (5.0, 8.0))
 
         gaze_x, gaze_y = self._saccades(n_frames, fps, rng)
         if gaze is not None:

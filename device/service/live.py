@@ -200,7 +200,9 @@ class LiveRenderer:
             params = idle.next()
             params[COLUMN["gaze_x"]] = np.clip(0.35 * params[COLUMN["gaze_x"]] + gaze[0], -1, 1)
             params[COLUMN["gaze_y"]] = np.clip(0.35 * params[COLUMN["gaze_y"]] + gaze[1], -1, 1)
+            # A visitor is looked at with the head as well as the eyes, as people do.
             params[COLUMN["head_yaw"]] += 4.0 * gaze[0]
+            params[COLUMN["head_pitch"]] += 3.0 * gaze[1]
             if speaking is not None:
                 track, start = speaking
                 # The sound reaches the room audio_latency_ms after playback starts; the mouth goes with it.
