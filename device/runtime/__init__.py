@@ -4,8 +4,10 @@ its tensor contract from the bundle manifest), each an optional import, Frigate-
 `load_generator(backend)` opens the installed model bundle (signature and file hashes verified), loads
 its model on the chosen runtime, checks the shapes against the manifest's contract, warms up with the
 golden vectors, and returns the renderer's generator stage. "none" is the warp alone; "auto" is the
-fastest installed runtime the bundle has a model for (by the latency measured at export), or the
-warp alone when no bundle is installed or the bundle's generator does not beat the warp on held-out faces.
+runtime that runs the bundle fastest on this very device (each installed runtime timed once at first
+load, the result cached per bundle, CPU and thread count: the export machine's latencies need not hold
+here), or the warp alone when no bundle is installed or the bundle's generator does not beat the warp
+on held-out faces.
 
 Adding a runtime: write `device/runtime/<name>.py` with a `Backend` subclass and its settings model
 (`config_model`, a `BackendConfig`), and add one line to `_MODULES`. The daemon config's
@@ -14,6 +16,7 @@ Adding a runtime: write `device/runtime/<name>.py` with a `Backend` subclass and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -120,7 +123,11 @@ def load_generator(
         candidates = installed_backends(opened)
         if not candidates:
             return None
-        backend = candidates[0]
+        return fastest_here(opened, candidates, threads, device, options)
+    return _stage(opened, backend, threads, device, options)
+
+
+def _stage(opened, backend: str, threads, device, options):
     cls = backend_class(backend)
     if not cls.available():
         raise BadInput(
@@ -136,3 +143,60 @@ def load_generator(
     )
     stage.health_check()  # warm-up with the golden vectors
     return stage
+
+
+CALIBRATION_RUNS = 10
+
+
+def speed_cache_path() -> Path:
+    from device.assets import assets_dir
+
+    return assets_dir() / "runtime-speed.json"
+
+
+def _speed_key(opened, threads: int | None) -> str:
+    """What the measured order depends on: this bundle (its manifest), this CPU and the thread count."""
+    import hashlib
+    import platform
+
+    manifest = hashlib.sha256((opened.path / "manifest.json").read_bytes()).hexdigest()[:16]
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{opened.name}-{opened.version}-{manifest}|{cpu}|{os.cpu_count()} cpus|threads={threads}"
+
+
+def fastest_here(opened, candidates: list[str], threads=None, device=None, options=None):
+    """The stage on the runtime that runs `opened` fastest on this device. The first load times each
+    candidate (golden-vector warm-up, then CALIBRATION_RUNS runs) and caches the p50s; later loads read
+    the cache and build only the winner."""
+    import json
+
+    from device.files import atomic_write
+
+    path, key = speed_cache_path(), _speed_key(opened, threads)
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}  # a damaged cache is measured again
+    known = cache.get(key, {})
+    if all(name in known for name in candidates):
+        return _stage(opened, min(candidates, key=lambda n: known[n]), threads, device, options)
+    timed, stages = {}, {}
+    for name in candidates:
+        try:
+            stages[name] = _stage(opened, name, threads, device, options)
+        except BadInput:
+            continue  # a runtime that cannot run this bundle here is not a candidate
+        timed[name] = round(stages[name].latency_ms(CALIBRATION_RUNS), 3)
+    if not timed:
+        return None
+    cache[key] = timed
+    with contextlib.suppress(OSError):  # a read-only cache only means measuring again next time
+        atomic_write(path, (json.dumps(cache, indent=2, sort_keys=True) + "\n").encode())
+    return stages[min(timed, key=timed.get)]

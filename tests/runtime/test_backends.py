@@ -35,16 +35,14 @@ def test_unknown_and_none_backends():
     assert load_generator("none") is None
 
 
-def test_auto_follows_the_bundle_evaluation(bundle):
+def test_auto_follows_the_bundle_evaluation(bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTRAIT_ASSETS", str(tmp_path))
     stage = load_generator("auto")
-    if bundle.use_by_default:
-        assert stage is not None and stage.backend.name == installed_backends()[0]
-    else:
-        assert stage is None
+    assert (stage is not None) == bundle.use_by_default
 
 
-@pytest.mark.parametrize("use_by_default", [True, False])
-def test_auto_honours_the_signed_visual_review(tmp_path, use_by_default):
+def _reviewed_copy(tmp_path, use_by_default: bool):
+    """The default bundle with the given verdict signed in by a key of its own: (path, public key)."""
     from device.runtime.bundle import load_public_key
     from tools.keys import generate, load_private_key, sign_bundle
 
@@ -56,7 +54,32 @@ def test_auto_honours_the_signed_visual_review(tmp_path, use_by_default):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     private, public = generate(tmp_path / "key")
     sign_bundle(copy, load_private_key(private))
-    stage = load_generator("auto", bundle=copy, keys=[load_public_key(public)])
+    return copy, load_public_key(public)
+
+
+def test_auto_picks_the_runtime_measured_fastest_on_this_device(tmp_path, monkeypatch):
+    """The first load times every installed runtime and caches it; later loads follow the cache."""
+    from device.runtime import speed_cache_path
+    from device.runtime.bundle import Bundle
+
+    monkeypatch.setenv("PORTRAIT_ASSETS", str(tmp_path / "assets"))
+    copy, key = _reviewed_copy(tmp_path, True)
+    stage = load_generator("auto", bundle=copy, keys=[key])
+    cache = json.loads(speed_cache_path().read_text())
+    (entry,) = cache.values()
+    assert set(entry) == set(installed_backends(Bundle(copy, keys=[key])))
+    assert stage.backend.name == min(entry, key=entry.get)
+    slowest = max(entry, key=entry.get)
+    entry[slowest] = 0.001  # as if it had measured fastest here
+    speed_cache_path().write_text(json.dumps(cache))
+    assert load_generator("auto", bundle=copy, keys=[key]).backend.name == slowest
+
+
+@pytest.mark.parametrize("use_by_default", [True, False])
+def test_auto_honours_the_signed_visual_review(tmp_path, monkeypatch, use_by_default):
+    monkeypatch.setenv("PORTRAIT_ASSETS", str(tmp_path / "assets"))
+    copy, key = _reviewed_copy(tmp_path, use_by_default)
+    stage = load_generator("auto", bundle=copy, keys=[key])
     assert (stage is not None) == use_by_default
 
 
