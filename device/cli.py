@@ -1,4 +1,4 @@
-"""`portrait`: one command, subcommands for each job (DESIGN 4.1).
+"""`portrait`: one command, subcommands for each job.
 
 Exit codes: 0 ok, 2 bad input (the message names the file or value and what is wrong), 1 internal error.
 """

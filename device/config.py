@@ -330,7 +330,7 @@ GeneratorSection = create_model(
 )
 
 
-# -- issue 5: fleet updates (device/updates) ----------------------------------------------------
+# -- fleet updates (device/updates) -------------------------------------------------------------
 class UpdatesSection(Section):
     root_key: Path | None = Field(
         None, description="The fleet's root public key (PEM). Unset: update jobs are refused."
@@ -384,7 +384,7 @@ class AppConfig(Section):
     generator: GeneratorSection = Field(default_factory=GeneratorSection, description="Generator runtime.")
     camera: CameraConfig | None = Field(None, description="The camera; unset: no camera (jobs only).")
     log: LogSection = Field(default_factory=LogSection, description="Logging.")
-    updates: UpdatesSection = Field(default_factory=UpdatesSection, description="Fleet updates.")  # issue 5
+    updates: UpdatesSection = Field(default_factory=UpdatesSection, description="Fleet updates.")
 
     @property
     def clips_dir(self) -> Path:

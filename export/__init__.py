@@ -1,5 +1,5 @@
 """The export toolchain: PyTorch checkpoint -> ONNX FP32 -> INT8 for ONNX Runtime, OpenVINO and
-TFLite, validated and benchmarked in the same run, written as a signed model bundle (DESIGN 4.3).
+TFLite, validated and benchmarked in the same run, written as a signed model bundle.
 
     python -m export --checkpoint models/checkpoints/default.pt --out device/runtime/bundles/default \
         --photos DIR --holdout skimage:astronaut --key ~/.config/portrait/keys/bundle.key

@@ -341,7 +341,7 @@ def reference_row(checkpoint: Path, latency: dict) -> dict:
 
 
 def make_contract(model, size: int) -> dict:
-    """The generator contract (DESIGN 4.2): the input channels and their meaning come from the checkpoint."""
+    """The generator contract: the input channels and their meaning come from the checkpoint."""
     channels = input_channels(model)
     return {
         "crop_size": size,
@@ -532,7 +532,7 @@ def make_manifest(
     model,
     size: int,
 ) -> dict:
-    """The bundle's manifest (DESIGN 4.3)."""
+    """The bundle's manifest: what the device checks and reads before it loads a model."""
     from models.generator import macs
 
     return {

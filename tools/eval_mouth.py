@@ -25,7 +25,7 @@ Per clip and backend:
   --text T`), where nothing below the jaw should move at all: the "neck and clothes move with the jaw"
   check, with the r of the per-frame change against the mouth opening.
 
-Targets (DESIGN.md, generator vs warp only): mouth box >= +2 dB PSNR and >= +0.03 SSIM over `none`; the
+Targets (generator vs warp only): mouth box >= +2 dB PSNR and >= +0.03 SSIM over `none`; the
 generator's mouth closer to the real one than the still first frame's (PSNR and SSIM both higher); face
 box PSNR no worse than `none`. A clip passes when every generator backend meets all four.
 """

@@ -78,9 +78,7 @@ class IdleMotion:
         out[:, COLUMN["blink_right"]] = blinks
 
         breathing = np.sin(2 * np.pi * t / rng.uniform(3.6, 4.6) + rng.uniform(0, 2 * np.pi))
-        out[:, COLUMN["head_pitch"]] = 0.5 * breathing + 0.6 * self.sway * smooth_noise(
-            n_frames, fps, rng, (7.0, 11.0)
-        )
+        out[:, COLUMN["head_pitch"]] = 0.5 * breathing + 0.6 * self.sway * smooth_noise(n_frames, fps, rng, (7.0, 11.0))
         out[:, COLUMN["head_yaw"]] = self.sway * smooth_noise(n_frames, fps, rng, (6.0, 9.5, 15.0))
         out[:, COLUMN["head_roll"]] = 0.5 * self.sway * smooth_noise(n_frames, fps, rng, (8.0, 13.0))
         out[:, COLUMN["brow_raise"]] = 0.08 * smooth_noise(n_frames, fps, rng, (5.0, 8.0))

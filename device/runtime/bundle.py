@@ -1,4 +1,4 @@
-"""Model bundles (DESIGN 4.3): a directory with manifest.json, the model files it names (sha256,
+"""Model bundles: a directory with manifest.json, the model files it names (sha256,
 bytes, precision), golden vectors, and signature.json, an Ed25519 signature over the canonical
 manifest (JSON, sorted keys, no spaces, UTF-8). Nothing is loaded before the signature and the hashes
 check out."""
