@@ -55,8 +55,15 @@ class GeneratorStage(Protocol):
     def prepare(self, image: np.ndarray, landmarks: np.ndarray) -> object: ...
 
     def refine(
-        self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray, context: object = None
-    ) -> np.ndarray: ...
+        self,
+        frame: np.ndarray,
+        landmarks: np.ndarray,
+        repair_mask: np.ndarray,
+        context: object = None,
+        corner: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
+        """`repair_mask` covers the frame from `corner` (x, y) on: the whole frame, or a patch of it."""
+        ...
 
 
 class Renderer:
@@ -162,8 +169,8 @@ class Renderer:
                 self._paint(frame, targets, params)
         if self.generator is not None:
             with timer.stage("generator"):
-                mask = self._repair_mask(targets)
-                frame = self.generator.refine(frame, targets, mask, self.generator_context)
+                mask, corner = self.repair_patch(targets)
+                frame = self.generator.refine(frame, targets, mask, self.generator_context, corner)
         if motion is not None and self.head is not None:
             with timer.stage("head"):
                 frame = self.head.compose(frame, motion)
@@ -259,23 +266,47 @@ class Renderer:
             paint_lash_line(region, targets[lower, :2], offset, strength)
 
     def _repair_mask(self, targets: np.ndarray) -> np.ndarray:
-        """Where the generator may change the frame, softly: the eyes and the mouth.
+        """The repair mask over the whole frame (HxW float32): see repair_patch."""
+        patch, (x0, y0) = self.repair_patch(targets)
+        mask = np.zeros(self.image.shape[:2], np.float32)
+        mask[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]] = patch
+        return mask
+
+    def repair_patch(self, targets: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Where the generator may change the frame, softly: the eyes and the mouth, as a patch of the
+        frame and its top-left corner. Drawn on the patch only: its cost grows with the face, not the frame.
 
         A generator that owns the mouth gets all of it, lips and inside. One that does not gets only the
         lips' inner edge: the inside is the painter's (or the photo's own teeth), and the old generator,
         trained on a few smiling stills, only knew how to fill it with pale teeth."""
         size = max(3, int(self.rig.unit * 0.15) | 1)
         kernel = np.ones((size, size), np.uint8)
-        mouth = mouth_interior(targets, self.image.shape)
+        inner = topo.inner_mouth_polygon(targets)[:, :2]
+        outer = targets[topo.LIPS_OUTER_UPPER + topo.LIPS_OUTER_LOWER[::-1], :2]
+        eyes = [targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1], :2],
+                targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1], :2]]  # fmt: skip
+        points = np.concatenate([inner, outer, *eyes])
+        margin = 3 * size + 2  # the dilation and the blur reach no further: the patch loses nothing
+        height, width = self.image.shape[:2]
+        x0, y0 = (np.floor(points.min(0)) - margin).astype(int).clip(0)
+        x1 = int(min(width, np.ceil(points[:, 0].max()) + margin + 1))
+        y1 = int(min(height, np.ceil(points[:, 1].max()) + margin + 1))
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((0, 0), np.float32), (0, 0)
+        shift = np.array([x0, y0], np.float64)
+
+        def local(polygon: np.ndarray) -> np.ndarray:
+            return np.round(polygon - shift).astype(np.int32)
+
+        mouth = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mouth, [local(inner)], 1)
         if self.owns_mouth:
             mask = mouth.astype(np.float32)
-            outer = topo.LIPS_OUTER_UPPER + topo.LIPS_OUTER_LOWER[::-1]
-            cv2.fillPoly(mask, [np.round(targets[outer, :2]).astype(np.int32)], 1.0)
+            cv2.fillPoly(mask, [local(outer)], 1.0)
             mouth = np.zeros_like(mouth)
         else:
             mask = (cv2.dilate(mouth, kernel) - cv2.erode(mouth, kernel)).astype(np.float32)
-        for eye in (targets[topo.RIGHT_EYE_UPPER + topo.RIGHT_EYE_LOWER[::-1]],
-                    targets[topo.LEFT_EYE_UPPER + topo.LEFT_EYE_LOWER[::-1]]):  # fmt: skip
-            cv2.fillPoly(mask, [np.round(eye[:, :2]).astype(np.int32)], 1.0)
+        for eye in eyes:
+            cv2.fillPoly(mask, [local(eye)], 1.0)
         mask = np.maximum(mask, cv2.dilate(mask, kernel) * (1 - mouth))
-        return cv2.GaussianBlur(mask, (size * 2 + 1,) * 2, 0)
+        return cv2.GaussianBlur(mask, (size * 2 + 1,) * 2, 0), (int(x0), int(y0))

@@ -93,28 +93,41 @@ class BundleGenerator:
         return self.backend.run(x)[0].transpose(1, 2, 0) * 255.0
 
     def refine(
-        self, frame: np.ndarray, landmarks: np.ndarray, repair_mask: np.ndarray, context: object = None
+        self,
+        frame: np.ndarray,
+        landmarks: np.ndarray,
+        repair_mask: np.ndarray,
+        context: object = None,
+        corner: tuple[int, int] = (0, 0),
     ) -> np.ndarray:
+        """The frame refined where `repair_mask` (the whole frame, or a patch of it from `corner`) allows."""
         ys, xs = np.nonzero(repair_mask > MASK_EPSILON)
         if len(ys) == 0:
             return frame
         size = self.size
         matrix = cropping.align_matrix(landmarks, size, self.template)
         crop = cropping.extract(frame, matrix, size)
-        mask = np.clip(cropping.extract(repair_mask, matrix, size), 0.0, 1.0)
+        cx, cy = corner
+        from_patch = matrix.copy()
+        from_patch[:, 2] += matrix[:, :2] @ np.array([cx, cy], np.float64)
+        mask = np.clip(
+            cv2.warpAffine(repair_mask, from_patch, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0), 0.0, 1.0
+        )
         interior = cropping.mouth_interior(landmarks, matrix, size) if self.owns_mouth else None
         reference = context if isinstance(context, np.ndarray) else None
         delta = self.refine_crop(crop, mask, interior, reference) - crop.astype(np.float32)
         # Paste back only the change, only over the mask's box: nothing else is resampled.
         height, width = frame.shape[:2]
-        x0, y0 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
-        x1, y1 = min(int(xs.max()) + 3, width), min(int(ys.max()) + 3, height)
+        px0, py0 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
+        px1, py1 = min(int(xs.max()) + 3, repair_mask.shape[1]), min(int(ys.max()) + 3, repair_mask.shape[0])
+        x0, y0 = cx + px0, cy + py0
+        x1, y1 = min(cx + px1, width), min(cy + py1, height)
         back = cropping.invert(matrix)
         back[:, 2] -= (x0, y0)
         delta_frame = cv2.warpAffine(
             delta, back, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
         )
-        feather = repair_mask[y0:y1, x0:x1, None]
+        feather = repair_mask[py0 : py0 + (y1 - y0), px0 : px0 + (x1 - x0), None]
         out = frame.copy()
         patch = out[y0:y1, x0:x1].astype(np.float32) + delta_frame * np.minimum(feather * 1.5, 1.0)
         out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
