@@ -146,19 +146,33 @@ def test_shapes_are_checked_against_the_manifest(tmp_path):
         load_generator(RUNTIMES[0], bundle=copy)
 
 
-def test_stage_refines_only_where_the_warp_needs_it(astronaut, astronaut_face):
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_the_bundle_contract_runs_on_every_runtime(name, bundle, astronaut, astronaut_face):
+    """Each runtime builds the inputs the bundle names and refines only inside the repair mask; a bundle
+    that takes the mouth's opening draws the open mouth itself (nothing painted)."""
+    from device.face import topology as topo
     from device.motion.params import FaceParams
-    from device.render.renderer import Renderer
+    from device.render.renderer import Renderer, mouth_interior
 
-    stage = load_generator(RUNTIMES[0])
+    stage = load_generator(name)
+    assert stage.input_names == bundle.contract["inputs"][0]["channels"]
+    assert stage.owns_mouth == ("mouth_interior" in stage.input_names)
     params = FaceParams(jaw_open=0.8, blink_left=0.9)
-    plain = Renderer(astronaut, astronaut_face).render(params)
-    refined = Renderer(astronaut, astronaut_face, generator=stage).render(params)
+    warp_only = Renderer(astronaut, astronaut_face)
+    warp_only.owns_mouth = stage.owns_mouth  # the same frame the generator is given: painted or not
+    refined_renderer = Renderer(astronaut, astronaut_face, generator=stage)
+    assert refined_renderer.owns_mouth == stage.owns_mouth
+    plain, refined = warp_only.render(params), refined_renderer.render(params)
     assert refined.shape == plain.shape and refined.dtype == np.uint8
     changed = np.abs(refined.astype(int) - plain.astype(int)).max(axis=2) > 2
-    mask = Renderer(astronaut, astronaut_face)._repair_mask(Renderer(astronaut, astronaut_face).rig.pose(params)[0])
+    targets = warp_only.rig.pose(params)[0]
+    mask = warp_only._repair_mask(targets)
     assert changed.any()
     assert not (changed & (mask <= 1.0 / 255)).any()  # nothing changes outside the repair mask
+    if stage.owns_mouth:
+        opening = mouth_interior(targets, astronaut.shape).astype(bool)
+        assert topo.mouth_opening(targets) > 0.2 and opening.sum() > 100
+        assert np.abs(refined[opening].astype(int) - plain[opening]).mean() > 5  # the inside is the model's
 
 
 @pytest.mark.skipif("openvino" not in RUNTIMES, reason="OpenVINO not installed")
