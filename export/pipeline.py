@@ -141,10 +141,17 @@ def _latencies(backends: list, x: np.ndarray, runs: int, block: int = 20) -> lis
     return [{"p50": round(float(np.median(t)), 2), "p95": round(float(np.percentile(t, 95)), 2)} for t in times]
 
 
+def refined(held: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """The refined crops from the model's outputs: the change added to the input crops, clipped (the
+    export form, models.generator.change_output)."""
+    return np.clip(held[:, :3] + outputs, 0.0, 1.0)
+
+
 def _accuracy(backend, held: np.ndarray, reference: np.ndarray) -> dict:
-    """Mean and worst PSNR/SSIM over the held-out crops: the floor is held by the worst crop, because a
-    mean can hide one crop whose residual left the calibrated range (45.7 dB mean, 30.5 dB worst, seen)."""
-    outs = np.clip(np.stack([backend.run(x[None])[0] for x in held]), 0, 1)
+    """Mean and worst PSNR/SSIM of the refined crops over the held-out crops: the floor is held by the worst
+    crop, because a mean can hide one crop whose residual left the calibrated range (45.7 dB mean, 30.5 dB
+    worst, seen). `reference`: the FP32 refined crops."""
+    outs = refined(held, np.stack([backend.run(x[None])[0] for x in held]))
     psnrs = [_psnr(o, r) for o, r in zip(outs, reference, strict=True)]
     ssims = [_ssim(o, r) for o, r in zip(outs, reference, strict=True)]
     return {
@@ -262,11 +269,11 @@ def load_model(checkpoint: Path, size: int | None, threads: int):
     """The checkpoint's generator with its BatchNorms folded, and the crop size (default: the trained one)."""
     import torch
 
-    from models.generator import load_checkpoint
+    from models.generator import change_output, load_checkpoint
 
     torch.set_num_threads(threads)
     try:
-        model = load_checkpoint(checkpoint, fuse=True)
+        model = change_output(load_checkpoint(checkpoint, fuse=True))
     except ValueError as exc:
         raise BadInput(f"export: {exc}") from exc
     size = int(size or model.trained_crop)
@@ -310,11 +317,11 @@ def prepare_inputs(
 
 
 def pytorch_reference(model, held: np.ndarray, runs: int) -> tuple[np.ndarray, dict]:
-    """The FP32 PyTorch outputs on the held-out crops (what every target is held to) and its p50 latency."""
+    """The FP32 PyTorch refined crops of the held-out crops (what every target is held to) and its p50 latency."""
     import torch
 
     with torch.no_grad():
-        reference = np.stack([model(torch.from_numpy(x[None]))[0].numpy() for x in held])
+        reference = refined(held, np.stack([model(torch.from_numpy(x[None]))[0].numpy() for x in held]))
         times = []
         x0 = torch.from_numpy(held[:1])
         model(x0)
@@ -359,14 +366,15 @@ def make_contract(model, size: int) -> dict:
         ],
         "outputs": [
             {
-                "name": "refined",
+                "name": "change",
                 "shape": [1, 3, size, size],
                 "layout": "NCHW",
                 "dtype": "float32",
-                "range": [0.0, 1.0],
+                "range": [-1.0, 1.0],
                 "channels": ["red", "green", "blue"],
                 "colour_order": "RGB",
-                "meaning": "the refined crop; equal to the input outside the repair mask",
+                "meaning": "the change to the crop's RGB (0 outside the repair mask): refined = clip(input RGB + "
+                "change, 0, 1)",
             }
         ],
         "alignment": {
@@ -408,7 +416,7 @@ def export_onnx(model, example: np.ndarray, work: Path, log=print) -> Path:
         opset_version=18,
         external_data=False,
         input_names=["crop"],
-        output_names=["refined"],
+        output_names=["change"],
         verbose=False,
     )
     return onnx_path
@@ -481,7 +489,7 @@ def write_golden(
     """Golden vectors: a few held-out inputs and the FP32 PyTorch outputs, for the device's health check."""
     n = min(count, len(held))
     golden_in = np.round(held[:n] * 255).astype(np.uint8)
-    golden_out = np.round(np.clip(reference[:n], 0, 1) * 255).astype(np.uint8)
+    golden_out = np.round(reference[:n] * 255).astype(np.uint8)
     path = staging / GOLDEN_FILE
     np.savez_compressed(path, inputs=golden_in, expected=golden_out)
     worst = min(r["accuracy_vs_fp32"]["psnr_worst"] for r in runtimes.values())
@@ -491,7 +499,7 @@ def write_golden(
         "bytes": path.stat().st_size,
         "count": n,
         "min_psnr": round(max(min(worst, floor_psnr) - 5.0, 25.0), 1),
-        "expected": "FP32 PyTorch output, uint8",
+        "expected": "the refined crop of the FP32 PyTorch output (input RGB + change), uint8",
     }
 
 

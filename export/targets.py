@@ -48,7 +48,7 @@ class Target:
         raise NotImplementedError
 
     def entry(self, files: list[Path]) -> dict:
-        return {"layout": self.layout, "input": "crop", "output": "refined"}
+        return {"layout": self.layout, "input": "crop", "output": "change"}
 
     def fp32_entry(self, files: list[Path]) -> dict:
         """How the FP32 baseline row is run: like the INT8 entry unless the runtime would silently lower it."""

@@ -110,6 +110,8 @@ class Generator(nn.Module):
         split = isinstance(self.dec0, SplitConvReLU)  # the export form, see split_input_concat
         d0 = self.dec0(d1, x0) if split else self.dec0(torch.cat([d1, x0], 1))
         residual = torch.clamp(self.shuffle(self.head(d0)), -self.residual_limit, self.residual_limit)
+        if getattr(self, "outputs_change", False):  # the export form, see change_output
+            return mask * residual
         return torch.clamp(rgb + mask * residual, 0.0, 1.0)
 
     def config(self) -> dict:
@@ -165,6 +167,16 @@ def split_input_concat(model: Generator) -> Generator:
     if isinstance(model.dec0, SplitConvReLU) or isinstance(model.dec0[1], nn.BatchNorm2d):  # done, or not fused
         return model
     model.dec0 = SplitConvReLU(model.dec0[0], model.widths[0])
+    return model.eval()
+
+
+def change_output(model: Generator) -> Generator:
+    """The export form's output: the change to the crop (mask x residual) instead of the refined crop; the
+    device adds it to the crop and clips. The same picture, but INT8 no longer carries the crop itself
+    through the network's last layers: quantized at the scale a full-range residual needs, the copied crop
+    lost 0.018 on average outside the mask (TFLite, worst held-out crop 27 dB against FP32), where the
+    change is exactly 0."""
+    model.outputs_change = True
     return model.eval()
 
 

@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from device.media.video import probe_video
 from tests.conftest import run_cli, save_rgb
@@ -36,6 +37,7 @@ def test_size_and_png_frames(tmp_path, astronaut) -> None:
     assert cv2.imread(str(frames[0])).shape == (300, 300, 3)
 
 
+@pytest.mark.slow
 def test_bad_options_exit_2_and_name_the_value(tmp_path) -> None:
     cases = [
         (["--fps", "0"], "--fps 0"),
@@ -55,6 +57,7 @@ def test_bad_options_exit_2_and_name_the_value(tmp_path) -> None:
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.slow
 def test_bench_prints_a_table(tmp_path) -> None:
     result = run_cli("bench", "--frames", "15")
     assert result.returncode == 0, result.stderr
@@ -63,6 +66,7 @@ def test_bench_prints_a_table(tmp_path) -> None:
     assert "warp p50/p95" in result.stdout and "fastest: none" in result.stdout
 
 
+@pytest.mark.slow
 def test_seeded_idle_motion_is_reproducible(tmp_path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):

@@ -22,6 +22,7 @@ def lipsync_report(analyzer):
     return evaluate(None, SENTENCE, analyzer=analyzer)
 
 
+@pytest.mark.slow
 def test_text_clip_has_exact_frames_and_the_speech_track(tmp_path) -> None:
     out = tmp_path / "talk.mp4"
     result = run_cli("animate", "--text", SENTENCE, "--out", str(out), "--json")
@@ -52,6 +53,7 @@ def test_the_portrait_shows_its_own_mouth_before_it_speaks(lipsync_report, astro
     assert lipsync_report.measured[-1] > 0.8 * own  # and it smiles again after the last word
 
 
+@pytest.mark.slow
 def test_other_language(tmp_path) -> None:
     out = tmp_path / "de.mp4"
     result = run_cli("animate", "--text", "Guten Tag, ich bin ein altes Bild.", "--lang", "de", "--out", str(out))
@@ -75,6 +77,7 @@ def _write_wav(path, audio: np.ndarray, rate: int, channels: int) -> None:
         handle.writeframes(samples.tobytes())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transcript", [SENTENCE, None])
 def test_audio_driver_lip_syncs_a_recording(tmp_path, transcript) -> None:
     from device.media.audio import resample

@@ -112,7 +112,7 @@ def test_review_sheet_at_a_small_size(tmp_path: Path) -> None:
     done = tool("review", "--backend", "tflite", "--size", "128", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     with Image.open(out) as sheet:
-        assert sheet.size == (review.LABEL + 3 * review.CELL, 28 + len(review.POSES) * review.CELL)
+        assert sheet.size == (review.LABEL + 5 * review.CELL, 28 + len(review.POSES) * review.CELL)
     assert len(re.findall(r"mean change [\d.]+ / 255", done.stdout)) == len(review.POSES)
 
 

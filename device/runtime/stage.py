@@ -36,6 +36,8 @@ class BundleGenerator:
         if len(names) != self.channels or not set(names) <= known or names[:3] != ["red", "green", "blue"]:
             raise PortraitError(f"generator {self.name}: input channels {names} are not ones this device can build")
         self.input_names = names
+        # Bundles since 0.2 output the change to the crop (the device adds it); earlier ones the refined crop.
+        self.outputs_change = contract["outputs"][0]["name"] == "change"
         # A bundle that is shown the mouth's opening draws its inside (and the lids) itself.
         self.owns_mouth = "mouth_interior" in names
         self.golden_psnr = None
@@ -46,8 +48,7 @@ class BundleGenerator:
         floor = float(self.bundle.manifest["golden"].get("min_psnr", 30.0) if min_psnr is None else min_psnr)
         worst = 99.0
         for x, y in zip(inputs, expected, strict=True):
-            out = self.backend.run(x[None])[0]
-            worst = min(worst, psnr(np.clip(out, 0, 1), y))
+            worst = min(worst, psnr(self._refined(x, self.backend.run(x[None])[0]), y))
         self.golden_psnr = worst
         if worst < floor:
             raise PortraitError(
@@ -64,6 +65,10 @@ class BundleGenerator:
             self.backend.run(x)
             times.append((time.perf_counter() - start) * 1000)
         return float(np.median(times))
+
+    def _refined(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The refined crop (3xSxS, 0..1) from one input (CxSxS) and the model's output for it."""
+        return np.clip(x[:3] + out, 0.0, 1.0) if self.outputs_change else np.clip(out, 0.0, 1.0)
 
     def prepare(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
         """Once per photo: its aligned face (3xSxS float32 0..1) when the bundle takes it as a reference."""
@@ -90,7 +95,7 @@ class BundleGenerator:
                 x[0, index] = 0.0 if interior is None else interior
             else:
                 x[0, index] = 0.0 if reference is None else reference[REFERENCE.index(name)]
-        return self.backend.run(x)[0].transpose(1, 2, 0) * 255.0
+        return self._refined(x[0], self.backend.run(x)[0]).transpose(1, 2, 0) * 255.0
 
     def refine(
         self,

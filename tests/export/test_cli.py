@@ -238,19 +238,23 @@ def test_prepare_crops_takes_clips_and_export_passes_them_on(tmp_path, monkeypat
     assert clips.kind is inspect.Parameter.KEYWORD_ONLY and clips.default is None
     calls = []
 
-    def recording(sources, count, size, seed, *, clips=None):
-        calls.append((sources, count, size, seed, clips))
+    def recording(sources, count, size, seed, *, clips=None, channels=None):
+        calls.append((sources, count, size, seed, clips, channels))
         raise pipeline.BadInput("stop here")
 
     monkeypatch.setattr(pipeline, "prepare_crops", recording)
     with pytest.raises(pipeline.BadInput, match="stop here"):
         pipeline.export(CHECKPOINT, tmp_path / "b", ["onnxruntime"], clips=["talk.mp4"], size=64, log=lambda _: None)
-    assert calls == [(["skimage:astronaut"], 300, 64, 0, ["talk.mp4"])]
+    from models.generator import load_checkpoint
+
+    channels = list(load_checkpoint(CHECKPOINT).input_channels)
+    assert calls == [(["skimage:astronaut"], 300, 64, 0, ["talk.mp4"], channels)]
 
 
 # -- one real run through the command line ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_real_run_warns_first_and_ends_with_the_next_steps(tmp_path, capfd):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime.quantization")

@@ -135,6 +135,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("change", "key", "culprit", "why"), BAD)
 def test_a_wrong_file_exits_2_naming_the_key_and_the_file(
     tmp_path: Path, files: dict[str, Path], change: dict[str, str], key: str, culprit: str, why: str

@@ -72,6 +72,7 @@ def flood_broker(tmp_path: Path) -> Iterator[Broker]:
     broker.stop()
 
 
+@pytest.mark.slow
 def test_a_flood_of_commands_gets_one_answer_each(
     flood_broker: Broker, daemons: StartDaemon, tmp_path: Path, photos: Path
 ) -> None:
@@ -146,6 +147,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_a_full_disk_loses_no_job_and_no_event(
     device_for: DeviceFor, daemons: StartDaemon, small_disk: Path, tmp_path: Path
 ) -> None:

@@ -172,6 +172,7 @@ def test_state_topics_are_retained_so_sensors_survive_a_home_assistant_restart(d
     assert retained(device, device.topic("visitor")) in (b"ON", b"OFF")
 
 
+@pytest.mark.slow
 def test_visitor_binary_sensor_follows_the_face_in_front_of_the_camera(device: Device) -> None:
     topic = configs(device)["binary_sensor/visitor"]["state_topic"]
     start = len(device.watcher.messages)
@@ -212,6 +213,7 @@ def test_select_sends_a_plain_string_that_switches_the_mode(device: Device) -> N
     assert json.loads(retained(device, device.topic("state")))["mode"] == "capture"  # nothing changed
 
 
+@pytest.mark.slow
 def test_capture_button_in_capture_mode_reports_the_job_it_made(device: Device) -> None:
     button = configs(device)["button/capture"]
     capture_topic = configs(device)["sensor/last_capture"]["state_topic"]
@@ -233,6 +235,7 @@ def test_capture_button_in_capture_mode_reports_the_job_it_made(device: Device) 
     device.command("mode", {"mode": "portrait"})
 
 
+@pytest.mark.slow
 def test_snapshot_of_the_last_clip_is_a_bounded_jpeg_of_its_frame(device: Device, photos: Path) -> None:
     image_topic = configs(device)["image/snapshot"]["image_topic"]
     job_topic = configs(device)["sensor/job"]["state_topic"]

@@ -44,6 +44,7 @@ def portrait_window(display: str) -> str | None:
     return ids[0] if ids else None
 
 
+@pytest.mark.slow
 def test_key_press_on_the_kiosk_captures(broker, make_config, daemons, photos, x_display) -> None:
     visitor = photos / "astronaut.png"
     path, doc = make_config(

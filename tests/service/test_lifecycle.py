@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.service.support import Broker, DaemonProcess, Device, device_watcher, mosquitto_sub_one
 
 LONG_JOB = {"seconds": 120, "fps": 25, "size": 512}  # minutes of rendering: still running when we act
@@ -80,6 +82,7 @@ def test_kill_9_fires_the_last_will_and_the_restart_resumes_the_job(
         dev.watcher.close()
 
 
+@pytest.mark.slow
 def test_events_raised_during_a_broker_outage_arrive_in_order_once(
     make_config: MakeConfig, daemons: StartDaemon, broker: Broker, photos: Path
 ) -> None:

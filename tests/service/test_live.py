@@ -110,6 +110,7 @@ def test_mirror_follows_the_performer(tmp_path, animator, performer, astronaut) 
     assert len(stage.latencies_ms) >= FRAMES
 
 
+@pytest.mark.slow
 def test_portrait_sees_the_visitor_and_speaks(tmp_path, animator, astronaut) -> None:
     from PIL import Image
 

@@ -125,6 +125,7 @@ def mqtt_section(port: int, **settings: Any) -> dict[str, Any]:
     return {"mqtt": {"port": port, "max_auth_failures": 2, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5, **settings}}
 
 
+@pytest.mark.slow
 def test_wrong_password_is_refused_clearly_then_given_up(
     make_config: MakeConfig, daemons: StartDaemon, auth_broker: Broker, tmp_path: Path
 ) -> None:
@@ -184,6 +185,7 @@ def test_tls_with_the_right_ca_connects(
     assert proc.terminate() == 0
 
 
+@pytest.mark.slow
 def test_unreachable_broker_is_retried_not_fatal(make_config: MakeConfig, daemons: StartDaemon) -> None:
     path, _ = make_config(mqtt_section(free_port()))  # nothing listens there
     proc = daemons(path)

@@ -30,6 +30,7 @@ def test_failed_health_check_keeps_the_old_version(
     assert installed(unit.device.command("status")["state"]) == "0.1.0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_power_cut_at_each_install_step_comes_back_working(
     step: str,
@@ -54,6 +55,7 @@ def test_power_cut_at_each_install_step_comes_back_working(
     assert bundle.version == "0.2.0" and bundle.files("onnxruntime")
 
 
+@pytest.mark.slow
 def test_crash_loop_in_probation_rolls_back(
     units: Callable[..., Unit],
     daemons: Callable[..., DaemonProcess],
@@ -75,6 +77,7 @@ def test_crash_loop_in_probation_rolls_back(
     assert installed(unit.device.command("status")["state"]) == "0.1.0"
 
 
+@pytest.mark.slow
 def test_operator_rollback_of_a_group(
     units: Callable[..., Unit], keyring: Keyring, signer_files: SignerFiles, published: Callable[[str], dict[str, Any]]
 ) -> None:
@@ -113,6 +116,7 @@ def test_operator_rollback_of_a_group(
     assert current_version(unit.root) == "0.2.0"
 
 
+@pytest.mark.slow
 def test_watchdog_in_probation_rolls_back(
     units: Callable[..., Unit], keyring: Keyring, tmp_path, photos, published: Callable[[str], dict[str, Any]]
 ) -> None:

@@ -35,6 +35,7 @@ def stored_list(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+@pytest.mark.slow
 def test_published_revocation_list_reaches_device_forged_one_ignored(
     units: Callable[..., Unit],
     fleet: FleetClient,

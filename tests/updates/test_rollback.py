@@ -33,6 +33,7 @@ def refused(unit: Unit, payload: dict[str, Any], reason: str) -> None:
     assert reason in reply["error"]["message"], reply["error"]
 
 
+@pytest.mark.slow
 def test_unsigned_rollback_is_refused(upgraded: Unit) -> None:
     refused(upgraded, {"kind": "model"}, "not signed")  # the old, unsigned form
     assert current_version(upgraded.root) == "0.3.0"
@@ -44,6 +45,7 @@ def test_rollback_signed_by_an_uncertified_key_is_refused(upgraded: Unit, keyrin
     assert current_version(upgraded.root) == "0.3.0"
 
 
+@pytest.mark.slow
 def test_rollback_changed_after_signing_is_refused(upgraded: Unit, keyring: Keyring) -> None:
     order = make_rollback("model", keyring.signing, keyring.cert, targets={"devices": ["someone-else"]})
     order["order"]["targets"] = to(upgraded)  # redirected at this device after signing
@@ -73,6 +75,7 @@ def test_replayed_rollback_is_refused(upgraded: Unit, keyring: Keyring) -> None:
     refused(upgraded, order, "replayed rollback order")
 
 
+@pytest.mark.slow
 def test_fleet_cli_signs_the_rollback_it_sends(upgraded: Unit, signer_files: SignerFiles) -> None:
     done = subprocess.run(
         [

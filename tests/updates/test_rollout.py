@@ -10,11 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.service.support import REPO, Broker
 from tests.updates.support import Keyring, SignerFiles, Unit, current_version, installed, last_state, to, wait_job
 from tools.fleet import FleetClient, make_job, rollout, status_table
 
 
+@pytest.mark.slow
 def test_rollout_to_three_devices_switches_all(
     units: Callable[..., Unit], fleet: FleetClient, published: Callable[[str], dict[str, Any]], keyring: Keyring
 ) -> None:
@@ -86,6 +89,7 @@ def test_rollout_to_a_group_installs_on_its_members(
     assert current_version(member.root) == "0.2.0"
 
 
+@pytest.mark.slow
 def test_fleet_cli_rollout_signs_the_devices_it_picked(
     units: Callable[..., Unit], broker: Broker, bundles: dict[str, Path], signer_files: SignerFiles, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
     broker.stop()
 
 
+@pytest.mark.slow
 def test_broker_restart_mid_transfer_resumes(
     units: Callable[..., Unit], own_broker: Broker, keyring: Keyring, bundles: dict[str, Path]
 ) -> None:
@@ -57,6 +58,7 @@ def test_broker_restart_mid_transfer_resumes(
     assert after[-1] == len(chunks)
 
 
+@pytest.mark.slow
 def test_daemon_killed_mid_transfer_resumes(
     units: Callable[..., Unit],
     daemons: Callable[..., DaemonProcess],
@@ -84,6 +86,7 @@ def test_daemon_killed_mid_transfer_resumes(
     assert resumed[-1]["chunks"] == len(info["chunks"])
 
 
+@pytest.mark.slow
 def test_tampered_retained_chunk_fails_the_download(
     units: Callable[..., Unit], fleet: FleetClient, keyring: Keyring, tmp_path: Path
 ) -> None:
@@ -106,6 +109,7 @@ def test_tampered_retained_chunk_fails_the_download(
     assert current_version(unit.root) is None
 
 
+@pytest.mark.slow
 def test_download_past_its_deadline_fails(
     units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]]
 ) -> None:
@@ -118,6 +122,7 @@ def test_download_past_its_deadline_fails(
     assert current_version(unit.root) is None
 
 
+@pytest.mark.slow
 def test_job_that_expires_during_the_download_is_refused(
     units: Callable[..., Unit], keyring: Keyring, published: Callable[[str], dict[str, Any]]
 ) -> None:
