@@ -226,8 +226,7 @@ def device_inputs(
         _, image, face = faces[i % len(faces)]
         photo, moved = _augment_photo(image, face, rng, augment)
         params = random_params(rng)
-        renderer = Renderer(photo, moved)
-        renderer.owns_mouth = True
+        renderer = Renderer(photo, moved, owns_mouth=True)
         targets, iris = renderer.rig.pose(params)
         frame = renderer._warp(targets, iris, (params.blink_right, params.blink_left))
         matrix = cropping.align_matrix(targets, size)

@@ -122,8 +122,8 @@ def make_pair(
     to_source = fit_similarity(target_face.landmarks[topo.SKULL, :2], source_face.landmarks[topo.SKULL, :2])
     targets = apply(to_source, target_face.landmarks[:, :2])
     iris = None if target_face.iris is None else apply(to_source, target_face.iris.reshape(-1, 2)).reshape(2, 5, 2)
-    renderer = Renderer(source, source_face)
-    renderer.owns_mouth = True  # the generator draws the mouth's inside: the repair mask covers it all
+    # The generator draws the mouth's inside: nothing painted, the repair mask covers the whole mouth.
+    renderer = Renderer(source, source_face, owns_mouth=True)
     frame = renderer._warp(targets, iris, _blinks(source_face.landmarks, target_face.landmarks))
     height, width = source.shape[:2]
     truth = cv2.warpAffine(target, to_source, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)

@@ -75,9 +75,12 @@ class Renderer:
         generator: GeneratorStage | None = None,
         timer: StageTimer | None = None,
         person_mask: np.ndarray | None = None,
+        owns_mouth: bool | None = None,
     ) -> None:
         """`person_mask` (HxW, 0..1, see device.face.segment): with it the whole head moves (hair, ears,
-        neck) over a still background; without it head motion turns the face inside its region only."""
+        neck) over a still background; without it head motion turns the face inside its region only.
+        `owns_mouth`: nothing is painted and the repair mask covers the whole mouth, as for a generator
+        that draws the mouth itself (default: whether `generator` does); training data sets it alone."""
         self.image = np.ascontiguousarray(image)
         self.face = face
         self.generator = generator
@@ -88,7 +91,9 @@ class Renderer:
         self.source_iris = None if face.iris is None else face.iris.reshape(-1, 2).astype(np.float32)
         self.rest_open = bool(not close_mouth_at_rest)
         self.head = None if person_mask is None else HeadMotion(self.image, face.landmarks, person_mask)
-        self.owns_mouth = bool(generator is not None and getattr(generator, "owns_mouth", False))
+        if owns_mouth is None:
+            owns_mouth = generator is not None and bool(getattr(generator, "owns_mouth", False))
+        self.owns_mouth = owns_mouth
         self.generator_context = None if generator is None else generator.prepare(self.image, self.source)
         self._set_region()
         self._set_jaw_line()

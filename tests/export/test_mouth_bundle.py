@@ -61,8 +61,7 @@ def test_every_runtime_draws_the_open_mouth_inside_the_repair_mask_only(mouth_bu
     params = FaceParams(jaw_open=0.8, blink_left=0.9)
     renderer = Renderer(astronaut, astronaut_face, generator=stage)
     assert renderer.owns_mouth
-    warp_only = Renderer(astronaut, astronaut_face)
-    warp_only.owns_mouth = True  # the frame the generator is given: nothing painted
+    warp_only = Renderer(astronaut, astronaut_face, owns_mouth=True)  # the generator's input: nothing painted
     plain, refined = warp_only.render(params), renderer.render(params)
     changed = np.abs(refined.astype(int) - plain.astype(int)).max(axis=2) > 0  # a 4-step model changes little
     targets = warp_only.rig.pose(params)[0]

@@ -158,8 +158,8 @@ def test_the_bundle_contract_runs_on_every_runtime(name, bundle, astronaut, astr
     assert stage.input_names == bundle.contract["inputs"][0]["channels"]
     assert stage.owns_mouth == ("mouth_interior" in stage.input_names)
     params = FaceParams(jaw_open=0.8, blink_left=0.9)
-    warp_only = Renderer(astronaut, astronaut_face)
-    warp_only.owns_mouth = stage.owns_mouth  # the same frame the generator is given: painted or not
+    # The same frame the generator is given: painted or not.
+    warp_only = Renderer(astronaut, astronaut_face, owns_mouth=stage.owns_mouth)
     refined_renderer = Renderer(astronaut, astronaut_face, generator=stage)
     assert refined_renderer.owns_mouth == stage.owns_mouth
     plain, refined = warp_only.render(params), refined_renderer.render(params)
