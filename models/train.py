@@ -202,10 +202,10 @@ def _clip_key(folder: Path, names: list[str]) -> str:
     """A short digest of which clips (names and sizes) the pairs came from: part of the cache name."""
     import hashlib
 
+    sizes = {video.stem: video.stat().st_size for video in talking.find_videos(folder)}
     digest = hashlib.sha256()
     for name in sorted(names):
-        path = next(p for p in talking.find_videos(folder) if p.stem == name)
-        digest.update(f"{name}:{path.stat().st_size};".encode())
+        digest.update(f"{name}:{sizes[name]};".encode())
     return digest.hexdigest()[:12]
 
 
@@ -266,20 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     held_file = cache / f"{key}-held{args.eval_pairs}-{_clip_key(args.clips, held_names or train_names)}.npz"
     clips_cache: dict[str, list] = {}
 
-    def clips_of(names: list[str]):
+    def clips_of(held: bool):
+        """The clips, read once (only when some pairs are not cached yet)."""
         if not clips_cache:
             print(f"reading clips from {args.clips} (held out: {', '.join(held_names) or 'none'})")
             clips_cache["train"], clips_cache["held"] = talking.split(args.clips, held_names)
-        return clips_cache["held" if names is held_names else "train"]
+        return clips_cache["held" if held else "train"]
 
     def build_train():
-        clips = clips_of(train_names)
+        clips = clips_of(held=False)
         return talking.build_arrays(
             talking.generate(clips, args.pairs, args.size, args.seed, progress=progress("pairs"))
         )
 
     def build_held():
-        clips = clips_of(held_names) if held_names else clips_of(train_names)
+        clips = clips_of(held=bool(held_names))
         pairs = talking.generate(clips, args.eval_pairs, args.size, 10_000 + args.seed, augment=False,
                                  first_as_source=True, painted=True)  # fmt: skip
         arrays = talking.build_arrays(pairs)
