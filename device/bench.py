@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ("face_analysis", "rig", "warp", "mouth", "generator", "composite", "encode", "frame")
+STAGES = ("face_analysis", "rig", "warp", "mouth", "generator", "composite", "head", "encode", "frame")
 
 
 def available_backends() -> list[str]:

@@ -88,7 +88,14 @@ class HeadMotion:
         cy = y0 + (np.arange(ny, dtype=np.float32) + 0.5) * (y1 - y0) / ny - 0.5
         self.coarse = np.stack(np.meshgrid(cx, cy), axis=-1)
         self.person = box_person
-        self.background = self._fill_background(image[y0:y1, x0:x1], box_person, self.grid)
+        background = self._fill_background(image[y0:y1, x0:x1], box_person, self.grid)
+        # What shows where the head moved away: the filled background inside the head's hole, the photo
+        # around it. The face's own changes (expression, generator) lie on the head, inside the hole.
+        self.still = np.where(self.hole[..., None] > 0.5, background, image[y0:y1, x0:x1])
+        self.grid_xy = (np.ascontiguousarray(self.grid[..., 0]), np.ascontiguousarray(self.grid[..., 1]))
+        # The person mask in frame pixels and 8 bits: the moved head's coverage is sampled with its maps.
+        self.person_in_frame = np.zeros((height, width), np.uint8)
+        self.person_in_frame[y0:y1, x0:x1] = np.round(box_person * 255.0).astype(np.uint8)
 
     def _head_weight(self, xy: np.ndarray) -> np.ndarray:
         """1 on the head, easing to 0 down the neck (in the face's own vertical direction); below the chin
@@ -142,7 +149,7 @@ class HeadMotion:
         """`frame` (the photo with this frame's expression, changed in place) with its head moved by `motion`.
 
         Each output pixel shows the moved person where the moved person covers it, and otherwise the
-        still picture: the frame itself, or the filled-in background where the head used to be."""
+        still picture: the photo, or the filled-in background where the head used to be."""
         if np.abs(motion - IDENTITY).max() < 1e-4:
             return frame
         x0, y0, x1, y1 = self.box
@@ -152,21 +159,23 @@ class HeadMotion:
         coarse = self.coarse
         back = apply(invert(motion), coarse).astype(np.float32)
         shift = self._head_weight(back)[..., None] * (back - coarse)  # zero on the shoulders and the box edge
-        size = (x1 - x0, y1 - y0)
-        shift_x = cv2.resize(shift[..., 0], size, interpolation=cv2.INTER_LINEAR)
-        shift_y = cv2.resize(shift[..., 1], size, interpolation=cv2.INTER_LINEAR)
-        # Only around the head does anything change: its extent in the photo, grown by how far it moved.
+        # Only around the head does anything change: its extent in the photo, grown by how far it moved
+        # (bilinear upsampling never exceeds the coarse grid's largest shift).
         reach = int(np.ceil(np.abs(shift).max())) + 2
         top, bottom, left, right = self.head_extent
         top, left = max(0, top - reach), max(0, left - reach)
         bottom, right = min(y1 - y0, bottom + reach), min(x1 - x0, right + reach)
-        map_x = self.grid[top:bottom, left:right, 0] + shift_x[top:bottom, left:right]
-        map_y = self.grid[top:bottom, left:right, 1] + shift_y[top:bottom, left:right]
-        moved = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        covered = cv2.remap(self.person, map_x - x0, map_y - y0, cv2.INTER_LINEAR, borderValue=0.0)
-        here = frame[y0 + top : y0 + bottom, x0 + left : x0 + right]
-        hole = self.hole[top:bottom, left:right]
-        still = cv2.blendLinear(self.background[top:bottom, left:right], here, hole, 1.0 - hole)
+        # Separate x and y maps, contiguous, with cv2 arithmetic: OpenCV's interleaved-map remap of a
+        # one-channel mask and numpy's strided adds were each slower than the rest of this together.
+        size = (x1 - x0, y1 - y0)
+        maps = []
+        for axis in (0, 1):
+            field = cv2.resize(np.ascontiguousarray(shift[..., axis]), size, interpolation=cv2.INTER_LINEAR)
+            maps.append(cv2.add(self.grid_xy[axis][top:bottom, left:right], field[top:bottom, left:right]))
+        moved = cv2.remap(frame, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        covered = cv2.remap(self.person_in_frame, maps[0], maps[1], cv2.INTER_LINEAR, borderValue=0)
+        covered = covered.astype(np.float32) * (1.0 / 255.0)
+        still = self.still[top:bottom, left:right]
         # In place: the frame is this render's own copy of the photo.
         frame[y0 + top : y0 + bottom, x0 + left : x0 + right] = cv2.blendLinear(moved, still, covered, 1.0 - covered)
         return frame

@@ -62,7 +62,8 @@ class GeneratorStage(Protocol):
         context: object = None,
         corner: tuple[int, int] = (0, 0),
     ) -> np.ndarray:
-        """`repair_mask` covers the frame from `corner` (x, y) on: the whole frame, or a patch of it."""
+        """`repair_mask` covers the frame from `corner` (x, y) on: the whole frame, or a patch of it.
+        May change `frame` in place (it is the render's own copy); returns the refined frame."""
         ...
 
 
@@ -204,12 +205,18 @@ class Renderer:
         coarse_upper = warp.displacement(t_upper, s_upper)
         below, box = self._below_seam(targets)
         coarse_lower = warp.displacement(t_lower, s_lower, base=coarse_upper, box=warp.grid_box(*box))
-        upper = warp.upsample(coarse_upper)
-        lower = warp.upsample(coarse_lower)
-        offsets = upper + (lower - upper) * below[..., None]
-        offsets *= self.falloff[..., None]
+        offsets = warp.upsample(coarse_upper)
+        # The lower map differs from the upper one only inside the seam's box: blend it in there alone.
+        bx0, by0, bx1, by1 = (int(v) for v in box) if np.all(np.isfinite(box)) else (0, 0, 0, 0)
+        if bx1 > bx0 and by1 > by0:
+            seam = below[by0:by1, bx0:bx1]
+            for upper, lower in zip(offsets, warp.upsample(coarse_lower), strict=True):
+                inside = upper[by0:by1, bx0:bx1]
+                inside += (lower[by0:by1, bx0:bx1] - inside) * seam
+        weight = self.falloff.copy()
         top, neck = self.below_jaw(targets)
-        offsets[top:] *= (1.0 - neck)[..., None]
+        weight[top:] *= 1.0 - neck
+        offsets = [cv2.multiply(axis, weight) for axis in offsets]
         region = warp.remap(self.image, offsets)
         with self.timer.stage("composite"):
             # The falloff leaves the region border untouched, so a plain paste has no seam.

@@ -105,7 +105,8 @@ class BundleGenerator:
         context: object = None,
         corner: tuple[int, int] = (0, 0),
     ) -> np.ndarray:
-        """The frame refined where `repair_mask` (the whole frame, or a patch of it from `corner`) allows."""
+        """The frame refined where `repair_mask` (the whole frame, or a patch of it from `corner`) allows,
+        changed in place (the renderer passes its own copy of the photo) and returned."""
         ys, xs = np.nonzero(repair_mask > MASK_EPSILON)
         if len(ys) == 0:
             return frame
@@ -133,7 +134,6 @@ class BundleGenerator:
             delta, back, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
         )
         feather = repair_mask[py0 : py0 + (y1 - y0), px0 : px0 + (x1 - x0), None]
-        out = frame.copy()
-        patch = out[y0:y1, x0:x1].astype(np.float32) + delta_frame * np.minimum(feather * 1.5, 1.0)
-        out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
-        return out
+        patch = frame[y0:y1, x0:x1].astype(np.float32) + delta_frame * np.minimum(feather * 1.5, 1.0)
+        frame[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
+        return frame
