@@ -83,7 +83,9 @@ class HeadMotion:
         self.grid = np.stack([xs, ys], axis=-1)
         self.alpha = box_person * self._head_weight(self.grid)  # what moves, and how much
         # The motion field's coarse grid, placed where cv2.resize puts a small image's pixel centres.
-        nx, ny = max(2, (x1 - x0) // 8), max(2, (y1 - y0) // 8)
+        # Nodes 8 px apart, or 1/64 of the box on a big photo: the field changes over a face's size.
+        step = max(8, max(x1 - x0, y1 - y0) // 64)
+        nx, ny = max(2, (x1 - x0) // step), max(2, (y1 - y0) // step)
         cx = x0 + (np.arange(nx, dtype=np.float32) + 0.5) * (x1 - x0) / nx - 0.5
         cy = y0 + (np.arange(ny, dtype=np.float32) + 0.5) * (y1 - y0) / ny - 0.5
         self.coarse = np.stack(np.meshgrid(cx, cy), axis=-1)
