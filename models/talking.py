@@ -2,12 +2,16 @@
 
     python -m models.talking FOLDER --out pairs.npz [--holdout d10 d12 ...] [--pairs 3000]
 
-For a source frame S and a target frame T of the same clip (the same person): T's landmarks are moved
-into S's head frame (a similarity fitted on the skull points, the rigid part the renderer's head layer
-does after the generator), the device's renderer warps S to them (nothing painted: the generator owns
-the mouth), and T, moved the same way, is the ground truth: real teeth, tongue, lip insides and closing
-lids. The crop, repair mask, mouth opening and reference (S's own face) are made exactly as the device
-makes them (device/runtime/crop.py), so what the generator learns is what it will be shown.
+For a source frame S and a target frame T of the same clip (the same person): T's expression and head
+pose are measured against the clip's own neutral face as `--drive` measures a performer
+(device.motion.drive), the device's rig poses S with them and its renderer warps S there (nothing
+painted: the generator owns the mouth), with the rigid part of the head motion taken out as the
+renderer's head layer does after the generator. T, moved into S's head frame (a similarity fitted on
+the skull points), is the ground truth: real teeth, tongue, lip insides and closing lids. So the
+generator learns to draw T's mouth over the rig's approximation of it, which is what it is shown on
+the device. (`rig=False` warps S to T's own landmarks instead: the shapes exact, as no rig gives them.)
+The crop, repair mask, mouth opening and reference (S's own face) are made exactly as the device makes
+them (device/runtime/crop.py), so what the generator learns is what it will be shown.
 
 Any folder of talking-face videos works; whole clips (people) are held out with `--holdout`.
 numpy/OpenCV only, so the export calibration can use it too.
@@ -27,13 +31,15 @@ import numpy as np
 from device.errors import BadInput
 from device.face import topology as topo
 from device.face.analysis import Face, FaceAnalyzer
-from device.render.head import apply, fit_similarity
+from device.motion.drive import measure, params_from_measures, performance_reference, with_head_pose
+from device.motion.params import FaceParams
+from device.render.head import apply, fit_similarity, invert
 from device.render.renderer import Renderer
 from device.runtime import crop as cropping
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 MIN_FACE = 96  # px, the landmarks' box (both sides): smaller crops are too blurry to learn detail from
-RECIPE_VERSION = 1  # bumped whenever the pairs change: part of the cache file names
+RECIPE_VERSION = 2  # bumped whenever the pairs change: part of the cache file names
 
 
 @dataclass
@@ -51,6 +57,18 @@ class ClipFrames:
     name: str
     frames: list[np.ndarray]
     faces: list[Face]
+    measures: list[dict[str, float]] | None = None  # device.motion.drive.measure of each face
+
+    def __post_init__(self) -> None:
+        if self.measures is None:
+            self.measures = [measure(face.landmarks, face.iris) for face in self.faces]
+
+    def drive_params(self, source: int, target: int) -> np.ndarray:
+        """FaceParams (as an array) that `--drive` would give frame `target` with frame `source` as the
+        performer's first face: expression against the clip's neutral, head pose against the source."""
+        reference = performance_reference(self.measures, source)
+        params = params_from_measures(self.measures[target], reference)
+        return with_head_pose(params, self.faces[target].landmarks, self.faces[source].landmarks)
 
     @property
     def openings(self) -> np.ndarray:
@@ -117,14 +135,30 @@ def make_pair(
     size: int,
     template: dict | None = None,
     painted: bool = False,
+    params: np.ndarray | None = None,
 ) -> Sample:
-    """S warped by the device renderer to T's expression in S's head frame, and T moved there: the truth."""
+    """S warped by the device renderer to T in S's head frame, and T moved there: the truth.
+
+    With `params` (FaceParams as an array, see ClipFrames.drive_params) the rig poses S as the device
+    would for them; without, S is warped to T's own landmarks."""
     to_source = fit_similarity(target_face.landmarks[topo.SKULL, :2], source_face.landmarks[topo.SKULL, :2])
-    targets = apply(to_source, target_face.landmarks[:, :2])
-    iris = None if target_face.iris is None else apply(to_source, target_face.iris.reshape(-1, 2)).reshape(2, 5, 2)
     # The generator draws the mouth's inside: nothing painted, the repair mask covers the whole mouth.
     renderer = Renderer(source, source_face, owns_mouth=True)
-    frame = renderer._warp(targets, iris, _blinks(source_face.landmarks, target_face.landmarks))
+    if params is None:
+        face_params = None
+        targets = apply(to_source, target_face.landmarks[:, :2])
+        iris = None if target_face.iris is None else apply(to_source, target_face.iris.reshape(-1, 2)).reshape(2, 5, 2)
+        blinks = _blinks(source_face.landmarks, target_face.landmarks)
+    else:
+        face_params = FaceParams.from_array(params)
+        posed, iris = renderer.rig.pose(face_params)
+        # As the renderer does: the head's rigid motion comes after the generator, on the whole head.
+        motion = fit_similarity(source_face.landmarks[topo.SKULL, :2], renderer.rig.head_only(face_params)[topo.SKULL])
+        back = invert(motion)
+        targets = apply(back, posed)
+        iris = None if iris is None else apply(back, iris)
+        blinks = (face_params.blink_right, face_params.blink_left)
+    frame = renderer._warp(targets, iris, blinks)
     height, width = source.shape[:2]
     truth = cv2.warpAffine(target, to_source, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     matrix = cropping.align_matrix(targets, size, template)
@@ -138,10 +172,9 @@ def make_pair(
         target=match_light(cropping.extract(truth, matrix, size), warped, mask),
     )
     if painted:
-        from device.motion.params import FaceParams
-
-        blinks = _blinks(source_face.landmarks, target_face.landmarks)
-        renderer._paint(frame, targets, FaceParams(blink_right=blinks[0], blink_left=blinks[1]))
+        if face_params is None:
+            face_params = FaceParams(blink_right=blinks[0], blink_left=blinks[1])
+        renderer._paint(frame, targets, face_params)
         sample.painted = cropping.extract(frame, matrix, size)
     return sample
 
@@ -193,10 +226,12 @@ def generate(
     first_as_source: bool = False,
     progress: Callable[[int, int], None] | None = None,
     painted: bool = False,
+    rig: bool = True,
 ) -> Iterator[Sample]:
     """`count` pairs, round-robin over the clips, deterministic for a seed. Half the targets are drawn from
     the clip's more open half of mouths (the frames a warp gets most wrong). `first_as_source`: S is always
-    the clip's first frame, as in a self-reenactment evaluation."""
+    the clip's first frame, as in a self-reenactment evaluation. `rig`: S posed by the rig as `--drive`
+    poses it (see make_pair)."""
     rng = np.random.default_rng(seed)
     for i in range(count):
         clip = clips[i % len(clips)]
@@ -208,7 +243,10 @@ def generate(
         else:
             pool = [k for k in range(n) if k != s]
         t = int(rng.choice(pool)) if pool else (s + 1) % n
-        sample = make_pair(clip.frames[s], clip.faces[s], clip.frames[t], clip.faces[t], size, painted=painted)
+        params = clip.drive_params(s, t) if rig else None
+        sample = make_pair(
+            clip.frames[s], clip.faces[s], clip.frames[t], clip.faces[t], size, painted=painted, params=params
+        )
         if augment:
             sample = _jitter(sample, rng)
         if progress:

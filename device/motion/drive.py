@@ -197,6 +197,21 @@ def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | 
 
 def _performance(meshes: list, measures: list, first: int, fps: float) -> np.ndarray:
     """(frames, params) for a whole performance, relative to its first face."""
+    reference = performance_reference(measures, first)
+    out = np.zeros((len(measures), len(NAMES)), np.float32)
+    seen = np.zeros(len(measures), bool)
+    for i, (mesh, values) in enumerate(zip(meshes, measures, strict=True)):
+        if values is None:
+            continue
+        seen[i] = True
+        out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
+    _fill_lost(out, seen, fps)
+    return _smooth(out, fps)
+
+
+def performance_reference(measures: list[dict[str, float] | None], first: int) -> dict[str, float]:
+    """The performer's neutral face, what each frame's expression is measured from (the face at `first`
+    for the gaze). Also what training pairs use, so the generator sees the rig as `--drive` drives it."""
     reference = dict(measures[first])
 
     # The mouth opens from the performer's own closed mouth: a first frame caught mid-word would
@@ -211,15 +226,7 @@ def _performance(meshes: list, measures: list, first: int, fps: float) -> np.nda
         reference[key] = over_performance(key, 90)
     for key in ("brow", "smile", "mouth_width"):
         reference[key] = over_performance(key, 50)
-    out = np.zeros((len(measures), len(NAMES)), np.float32)
-    seen = np.zeros(len(measures), bool)
-    for i, (mesh, values) in enumerate(zip(meshes, measures, strict=True)):
-        if values is None:
-            continue
-        seen[i] = True
-        out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
-    _fill_lost(out, seen, fps)
-    return _smooth(out, fps)
+    return reference
 
 
 def _fill_lost(track: np.ndarray, seen: np.ndarray, fps: float) -> None:
