@@ -114,3 +114,23 @@ def test_the_mouth_polygon_is_drawn_in_the_crop(clip) -> None:
     cut = cropping.extract(mouth_interior(landmarks, clip.frames[3].shape).astype(np.float32), matrix, 128)
     assert drawn.sum() > 20 and abs(drawn.sum() - cut.sum()) / cut.sum() < 0.25
     assert topo.mouth_opening(landmarks) > 0
+
+
+def test_a_rig_driven_pair_poses_the_source_as_drive_does(clip) -> None:
+    """Frame 3 opens the jaw fully and frame 7 blinks: measured as --drive measures a performer, the rig
+    poses frame 0 with them, and the opening it draws overlaps the real one."""
+    from device.motion.params import FaceParams
+
+    opened = FaceParams.from_array(clip.drive_params(0, 3))
+    assert opened.jaw_open > 0.3 and opened.blink_left < 0.3 and abs(opened.head_yaw) < 3.0
+    assert FaceParams.from_array(clip.drive_params(0, 7)).blink_left > opened.blink_left + 0.2
+    rig = talking.make_pair(
+        clip.frames[0], clip.faces[0], clip.frames[3], clip.faces[3], 128, params=clip.drive_params(0, 3)
+    )
+    exact = talking.make_pair(clip.frames[0], clip.faces[0], clip.frames[3], clip.faces[3], 128)
+    a, b = rig.interior > 0.5, exact.interior > 0.5
+    assert a.sum() > 20 and (a & b).sum() / (a | b).sum() > 0.4
+    assert (rig.mask[a] > 0.9).all()
+    # Truth and render line up outside the mouth and eyes, as closely as with the exact landmarks.
+    outside = rig.mask < 0.02
+    assert psnr(rig.warped[outside], rig.target[outside]) > psnr(exact.warped[outside], exact.target[outside]) - 3
