@@ -188,10 +188,12 @@ class Animator:
 
         drive = None
         if request.drive is not None:
+            from device.face.topology import mouth_opening
             from device.motion.drive import drive_track
 
             with timer.stage("drive_analysis"):
-                drive = drive_track(Path(request.drive), self.analyzer, request.fps)
+                rest = mouth_opening(face.landmarks)
+                drive = drive_track(Path(request.drive), self.analyzer, request.fps, rest_opening=rest)
 
         if request.seconds is not None:
             seconds = request.seconds

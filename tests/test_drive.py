@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.motion.drive import COLUMN, drive_track
+from device.motion.drive import COLUMN, drive_track, open_from_rest
 from device.motion.params import FaceParams
 from device.outputs.video import VideoWriter
 from device.render.renderer import Renderer
@@ -40,6 +40,32 @@ def test_mouth_and_head_motion_transfer(performer, analyzer) -> None:
     assert np.corrcoef(track[:, COLUMN["head_yaw"]], yaw)[0, 1] > 0.8
     # Relative to the first frame: the first frame is the rest pose.
     assert abs(track[0, COLUMN["jaw_open"]]) < 0.05 and abs(track[0, COLUMN["head_yaw"]]) < 1.0
+
+
+def test_a_portrait_with_parted_lips_follows_the_performers_opening(performer, analyzer) -> None:
+    """A portrait resting with parted lips (opening 0.1), driven by a performer whose lips close between
+    the openings, closes its own there (mouth_close) and opens the jaw only past its own opening."""
+    path, jaw, _, _ = performer
+    rest = 0.1
+    track = drive_track(path, analyzer, FPS, rest_opening=rest)
+    shut, wide = jaw < 0.02, jaw > 0.9
+    assert track[shut, COLUMN["mouth_close"]].mean() > 0.7 and track[shut, COLUMN["jaw_open"]].max() < 0.05
+    assert track[wide, COLUMN["mouth_close"]].max() < 0.05 and track[wide, COLUMN["jaw_open"]].mean() > 0.2
+    plain = drive_track(path, analyzer, FPS)
+    assert not plain[:, COLUMN["mouth_close"]].any()  # without the portrait's opening: added to the photo's
+
+
+def test_open_from_rest_maps_the_opening_onto_the_portraits() -> None:
+    params = np.zeros(len(FaceParams.names()), np.float32)
+    open_from_rest(params, 0.0, 0.1)
+    assert params[COLUMN["mouth_close"]] == 1.0 and params[COLUMN["jaw_open"]] == 0.0
+    open_from_rest(params, 0.05, 0.1)
+    assert params[COLUMN["mouth_close"]] == pytest.approx(0.5) and params[COLUMN["jaw_open"]] == 0.0
+    open_from_rest(params, 0.1 + 0.21, 0.1)
+    assert params[COLUMN["mouth_close"]] == 0.0 and params[COLUMN["jaw_open"]] == pytest.approx(0.5)
+    before = params.copy()
+    open_from_rest(params, 0.0, 0.01)  # lips already together: nothing to close
+    np.testing.assert_array_equal(params, before)
 
 
 def test_blink_transfers(performer, analyzer) -> None:

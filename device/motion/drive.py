@@ -119,6 +119,21 @@ def params_from_measures(current: dict[str, float], reference: dict[str, float])
     return out
 
 
+# Below this the portrait's lips are together: there is nothing to close.
+PARTED_LIPS = 0.03
+
+
+def open_from_rest(params: np.ndarray, opening: float, rest_opening: float) -> None:
+    """Set the jaw and `mouth_close` of `params` in place so that the portrait's mouth shows the
+    performer's `opening` (above their closed lips, relative to the mouth width) from its own
+    `rest_opening`: closing lips that rest parted, opening the jaw only past them."""
+    if rest_opening < PARTED_LIPS:
+        return
+    excess = float(opening) - float(rest_opening)
+    params[COLUMN["jaw_open"]] = np.clip(excess / 0.42, 0.0, 1.0)
+    params[COLUMN["mouth_close"]] = np.clip(-excess / rest_opening, 0.0, 1.0)
+
+
 class ExpressionTracker:
     """Feeds on frames of a performer (file or live camera); gives FaceParams relative to the first
     frame in which a face was found. Frames without a face hold the last parameters."""
@@ -155,9 +170,16 @@ HOLD_S = 0.5
 EASE_S = 0.5
 
 
-def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | None = None) -> np.ndarray:
+def drive_track(
+    path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | None = None, rest_opening: float | None = None
+) -> np.ndarray:
     """Per output frame parameters from a driving video, resampled to `fps`; the clip length is
     the video's unless `n_frames` says otherwise (then the last pose holds).
+
+    `rest_opening`: the portrait's own mouth opening (topology.mouth_opening of its landmarks). With it
+    the portrait's mouth opens as far as the performer's does above their closed lips: a portrait that
+    rests with parted lips closes them when the performer's close (`mouth_close`) and opens further only
+    past its own opening. Without it the performer's opening is added to whatever the photo shows.
 
     Offline, the whole performance is known: the mouth's neutral is the performer's own most closed
     mouth (not whatever the first frame shows), the head pose is the mesh's 3D rigid motion from the
@@ -189,13 +211,13 @@ def drive_track(path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | 
     if not found:
         raise BadInput(f"{path}: no face found in the driving video")
     source_fps = info.fps or fps
-    per_source = _performance(meshes, measures, found[0], source_fps)
+    per_source = _performance(meshes, measures, found[0], source_fps, rest_opening)
     count = n_frames if n_frames is not None else max(1, round(len(per_source) / source_fps * fps))
     index = np.minimum(np.round(np.arange(count) / fps * source_fps).astype(int), len(per_source) - 1)
     return per_source[index]
 
 
-def _performance(meshes: list, measures: list, first: int, fps: float) -> np.ndarray:
+def _performance(meshes: list, measures: list, first: int, fps: float, rest_opening: float | None = None) -> np.ndarray:
     """(frames, params) for a whole performance, relative to its first face."""
     reference = performance_reference(measures, first)
     out = np.zeros((len(measures), len(NAMES)), np.float32)
@@ -205,6 +227,8 @@ def _performance(meshes: list, measures: list, first: int, fps: float) -> np.nda
             continue
         seen[i] = True
         out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
+        if rest_opening is not None:
+            open_from_rest(out[i], values["mouth_open"] - reference["mouth_open"], rest_opening)
     _fill_lost(out, seen, fps)
     return _smooth(out, fps)
 
@@ -257,6 +281,6 @@ def _smooth(track: np.ndarray, fps: float) -> np.ndarray:
     padded = np.pad(track, ((radius, radius), (0, 0)), mode="edge")
     smoothed = np.stack([np.convolve(padded[:, c], taps, mode="valid") for c in range(track.shape[1])], axis=1)
     # The mouth and the lids are fast and must reach their extremes: they keep their raw values.
-    for name in ("blink_left", "blink_right", "jaw_open", "lip_round", "lip_wide", "lip_press"):
+    for name in ("blink_left", "blink_right", "jaw_open", "lip_round", "lip_wide", "lip_press", "mouth_close"):
         smoothed[:, COLUMN[name]] = track[:, COLUMN[name]]
     return smoothed.astype(np.float32)
