@@ -2,14 +2,16 @@
 
     python -m models.talking FOLDER --out pairs.npz [--holdout d10 d12 ...] [--pairs 3000]
 
-For a source frame S and a target frame T of the same clip (the same person): T's expression and head
-pose are measured against the clip's own neutral face as `--drive` measures a performer
-(device.motion.drive), the device's rig poses S with them and its renderer warps S there (nothing
-painted: the generator owns the mouth), with the rigid part of the head motion taken out as the
-renderer's head layer does after the generator. T, moved into S's head frame (a similarity fitted on
-the skull points), is the ground truth: real teeth, tongue, lip insides and closing lids. So the
-generator learns to draw T's mouth over the rig's approximation of it, which is what it is shown on
-the device. (`rig=False` warps S to T's own landmarks instead: the shapes exact, as no rig gives them.)
+For a source frame S and a target frame T of the same clip (the same person): T's landmarks are moved
+into S's head frame (a similarity fitted on the skull points, the rigid part the renderer's head layer
+does after the generator), the device's renderer warps S to them (nothing painted: the generator owns
+the mouth), and T, moved the same way, is the ground truth: real teeth, tongue, lip insides and closing
+lids.
+
+`rig=True` (an experiment, `models.train --rig-pairs`) poses S by the rig instead, with T's expression
+and head pose measured against the clip's neutral face as `--drive` measures a performer: the generator
+then sees the rig's approximation of T's mouth, as on the device. It measured better through the rig
+and looked worse: see models/README.md.
 The crop, repair mask, mouth opening and reference (S's own face) are made exactly as the device makes
 them (device/runtime/crop.py), so what the generator learns is what it will be shown.
 
@@ -39,7 +41,7 @@ from device.runtime import crop as cropping
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 MIN_FACE = 96  # px, the landmarks' box (both sides): smaller crops are too blurry to learn detail from
-RECIPE_VERSION = 2  # bumped whenever the pairs change: part of the cache file names
+RECIPE_VERSION = 1  # bumped whenever the pairs change: part of the cache file names
 
 
 @dataclass
@@ -226,7 +228,7 @@ def generate(
     first_as_source: bool = False,
     progress: Callable[[int, int], None] | None = None,
     painted: bool = False,
-    rig: bool = True,
+    rig: bool = False,
 ) -> Iterator[Sample]:
     """`count` pairs, round-robin over the clips, deterministic for a seed. Half the targets are drawn from
     the clip's more open half of mouths (the frames a warp gets most wrong). `first_as_source`: S is always

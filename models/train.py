@@ -218,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", nargs="*", default=[], help="clips (people) for the evaluation only")
     p.add_argument("--out", default="models/checkpoints/default.pt")
     p.add_argument("--pairs", type=int, default=3000, help="training pairs made from the clips (cached)")
+    p.add_argument(
+        "--rig-pairs",
+        action="store_true",
+        help="pose the source by the rig as --drive does, not by the target's landmarks (an experiment: "
+        "see models/README.md)",
+    )
     p.add_argument("--eval-pairs", type=int, default=64, help="held-out pairs (the first frame of each clip is S)")
     p.add_argument("--size", type=int, default=256, help="crop size")
     p.add_argument("--patch", type=int, default=128, help="training window inside the crop")
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: every clip of {args.clips} is held out: nothing to train on", file=sys.stderr)
         return 2
     cache = Path(args.cache).expanduser()
-    key = f"talking-v{talking.RECIPE_VERSION}-s{args.size}-seed{args.seed}"
+    key = f"talking-v{talking.RECIPE_VERSION}{'-rig' if args.rig_pairs else ''}-s{args.size}-seed{args.seed}"
     train_file = cache / f"{key}-n{args.pairs}-{_clip_key(args.clips, train_names)}.npz"
     held_file = cache / f"{key}-held{args.eval_pairs}-{_clip_key(args.clips, held_names or train_names)}.npz"
     clips_cache: dict[str, list] = {}
@@ -276,13 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     def build_train():
         clips = clips_of(held=False)
         return talking.build_arrays(
-            talking.generate(clips, args.pairs, args.size, args.seed, progress=progress("pairs"))
+            talking.generate(clips, args.pairs, args.size, args.seed, progress=progress("pairs"), rig=args.rig_pairs)
         )
 
     def build_held():
         clips = clips_of(held=bool(held_names))
         pairs = talking.generate(clips, args.eval_pairs, args.size, 10_000 + args.seed, augment=False,
-                                 first_as_source=True, painted=True)  # fmt: skip
+                                 first_as_source=True, painted=True, rig=args.rig_pairs)  # fmt: skip
         arrays = talking.build_arrays(pairs)
         arrays["clips"] = np.array([c.name for c in clips])
         return arrays
