@@ -43,10 +43,10 @@ def test_mouth_and_head_motion_transfer(performer, analyzer) -> None:
 
 
 def test_a_portrait_with_parted_lips_follows_the_performers_opening(performer, analyzer) -> None:
-    """A portrait resting with parted lips (opening 0.1), driven by a performer whose lips close between
+    """A portrait resting with parted lips (opening 0.15), driven by a performer whose lips close between
     the openings, closes its own there (mouth_close) and opens the jaw only past its own opening."""
     path, jaw, _, _ = performer
-    rest = 0.1
+    rest = 0.15
     track = drive_track(path, analyzer, FPS, rest_opening=rest)
     shut, wide = jaw < 0.02, jaw > 0.9
     assert track[shut, COLUMN["mouth_close"]].mean() > 0.7 and track[shut, COLUMN["jaw_open"]].max() < 0.05
@@ -66,6 +66,15 @@ def test_open_from_rest_maps_the_opening_onto_the_portraits() -> None:
     before = params.copy()
     open_from_rest(params, 0.0, 0.01)  # lips already together: nothing to close
     np.testing.assert_array_equal(params, before)
+
+
+def test_a_closed_mouth_reads_as_rest_though_the_performer_talks_half_the_clip(performer, analyzer) -> None:
+    """Width and smile are measured from the performer's closed mouth, not their usual (talking) one."""
+    path, jaw, _, _ = performer
+    track = drive_track(path, analyzer, FPS)
+    shut = jaw < 0.02
+    for name in ("lip_round", "lip_wide", "smile"):
+        assert np.abs(track[shut, COLUMN[name]]).mean() < 0.1, name
 
 
 def test_blink_transfers(performer, analyzer) -> None:

@@ -228,7 +228,9 @@ def _performance(meshes: list, measures: list, first: int, fps: float, rest_open
         seen[i] = True
         out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
         if rest_opening is not None:
-            open_from_rest(out[i], values["mouth_open"] - reference["mouth_open"], rest_opening)
+            # Both openings above the performer's closed lips: the mesh reads closed lips as a small gap.
+            closed = reference["mouth_open"]
+            open_from_rest(out[i], values["mouth_open"] - closed, max(rest_opening - closed, 0.0))
     _fill_lost(out, seen, fps)
     return _smooth(out, fps)
 
@@ -244,12 +246,19 @@ def performance_reference(measures: list[dict[str, float] | None], first: int) -
         return float(np.percentile([m[key] for m in measures if m is not None], percentile))
 
     reference["mouth_open"] = over_performance("mouth_open", 5)
-    # Likewise the eyes open from the performer's own open eyes (a first frame may wink), and brows and
-    # smile are measured from the performer's usual face, not from one moment of it.
+    # Likewise the eyes open from the performer's own open eyes (a first frame may wink), and the brows
+    # are measured from the performer's usual face, not from one moment of it.
     for key in ("eye_right", "eye_left"):
         reference[key] = over_performance(key, 90)
-    for key in ("brow", "smile", "mouth_width"):
-        reference[key] = over_performance(key, 50)
+    reference["brow"] = over_performance("brow", 50)
+    # The mouth's width and smile from the performer's closed mouth (the quarter of frames most closed):
+    # someone who talks most of the clip has a usual mouth wider than at rest, and measured from that,
+    # their rest would read as pursed lips and a frown.
+    present = [m for m in measures if m is not None]
+    closed_below = float(np.percentile([m["mouth_open"] for m in present], 25))
+    closed = [m for m in present if m["mouth_open"] <= closed_below] or present
+    for key in ("smile", "mouth_width"):
+        reference[key] = float(np.median([m[key] for m in closed]))
     return reference
 
 
