@@ -241,7 +241,7 @@ def evaluate_clip(
     renders, seconds = {}, {}
     for backend in backends:
         progress(f"  {clip.stem}: rendering --backend {backend}")
-        out = work / f"{clip.stem}.{backend}.mp4"
+        out = work / f"{clip.stem}-{backend}"  # PNG frames: the renderer judged, not a second encode
         seconds[backend] = render_drive(photo, clip, fps, max(info.width, info.height), len(real), backend, out, repo)
         renders[backend] = read_frames(out, len(real))
         if renders[backend] and renders[backend][0].shape != real[0].shape:

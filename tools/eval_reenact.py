@@ -101,6 +101,12 @@ def mouth_spread(opening: np.ndarray) -> float:
 
 
 def read_frames(path: Path, limit: int) -> list[np.ndarray]:
+    """RGB frames of a video, or of a folder of PNG frames (as `portrait animate --out FOLDER` writes them)."""
+    if path.is_dir():
+        import cv2
+
+        files = sorted(path.glob("frame_*.png"))[:limit]
+        return [cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for f in files]
     from device.media.video import read_frames as frames
 
     out = []
@@ -142,6 +148,9 @@ def render_drive(
 ) -> float:
     """`portrait animate PHOTO --drive CLIP` with the checkout ``repo`` into ``out``; the seconds it took.
 
+    Give `out` as a folder: the frames come as PNG and the judge scores the renderer, not a second H.264
+    encode (at CRF 20 that alone put a still clip's first frame at 37 dB against its own, where the
+    source's consecutive frames are 44 dB apart: the still-frame baseline pays no such encode).
     RuntimeError with the command's last line of stderr when it fails.
     """
     command = [
@@ -180,7 +189,7 @@ def clip_and_portrait(clip: Path, work: Path, limit: int) -> tuple[Any, int, lis
 def evaluate(clip: Path, judge: Judge, work: Path, backend: str, limit: int, repo: Path = REPO) -> Reenactment:
     info, fps, real, photo = clip_and_portrait(clip, work, limit)
     clip = clip.resolve()
-    out = work / f"{clip.stem}.render.mp4"
+    out = work / f"{clip.stem}-render"  # PNG frames: see render_drive
     render_s = render_drive(photo, clip, fps, max(info.width, info.height), len(real), backend, out, repo)
     rendered = read_frames(out, len(real))
     n = min(len(real), len(rendered))
