@@ -94,7 +94,7 @@ def start_long_render(out: Path, *extra: str) -> subprocess.Popen:
             "device.cli",
             "animate",
             "--seconds",
-            "60",
+            "600",  # never finishes before the signal: the renderer is fast, and it is stopped mid-way
             "--fps",
             "25",
             "--size",

@@ -322,3 +322,19 @@ def test_both_writers_keep_the_one_sink_contract(tmp_path: Path, name: str) -> N
         writer.write(frame)
         raise RuntimeError("render failed")
     assert not discarded.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted([name])
+
+
+def test_the_writers_yuv_matches_swscales_and_keeps_colour_edges(astronaut) -> None:
+    """The fast RGB -> YUV 4:2:0 of the video writer is the same picture swscale makes (BT.601 limited
+    range, each 2x2 block's mean chroma), not OpenCV's one-pixel chroma that frays colour edges."""
+    from device.outputs.video import I420Converter
+
+    frame = np.ascontiguousarray(astronaut[:256, :254])  # even, not square
+    ours = I420Converter()(frame).astype(int)
+    theirs = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p").to_ndarray().astype(int)
+    assert ours.shape == theirs.shape
+    height = frame.shape[0]
+    assert np.abs(ours[:height] - theirs[:height]).mean() < 0.1  # luma
+    assert np.abs(ours[height:] - theirs[height:]).mean() < 0.6  # chroma
+    point_sampled = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).astype(int)
+    assert np.abs(point_sampled[height:] - theirs[height:]).mean() > 2 * np.abs(ours[height:] - theirs[height:]).mean()
