@@ -94,7 +94,7 @@ def start_long_render(out: Path, *extra: str) -> subprocess.Popen:
             "device.cli",
             "animate",
             "--seconds",
-            "600",  # never finishes before the signal: the renderer is fast, and it is stopped mid-way
+            "600",  # far longer than the test waits: it is always stopped mid-way
             "--fps",
             "25",
             "--size",
@@ -109,6 +109,9 @@ def start_long_render(out: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal: a test run started in the background inherits SIGINT ignored, and a
+        # child that ignores it would render the whole clip instead of stopping.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
