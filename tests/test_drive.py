@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.motion.drive import COLUMN, drive_track, open_from_rest
+from device.motion.drive import COLUMN, ExpressionTracker, drive_track, open_from_rest
 from device.motion.params import FaceParams
 from device.outputs.video import VideoWriter
 from device.render.renderer import Renderer
@@ -53,6 +53,18 @@ def test_a_portrait_with_parted_lips_follows_the_performers_opening(performer, a
     assert track[wide, COLUMN["mouth_close"]].max() < 0.05 and track[wide, COLUMN["jaw_open"]].mean() > 0.2
     plain = drive_track(path, analyzer, FPS)
     assert not plain[:, COLUMN["mouth_close"]].any()  # without the portrait's opening: added to the photo's
+
+
+def test_the_live_tracker_maps_the_opening_onto_a_portrait_with_parted_lips(performer, analyzer) -> None:
+    """The mirror's tracker, frame by frame: the same mapping as offline, from the most closed mouth so far."""
+    from device.media.video import read_frames
+
+    path, jaw, _, _ = performer
+    tracker = ExpressionTracker(analyzer, smoothing=0.0, rest_opening=0.15)
+    track = np.array([tracker.update(frame) for frame in read_frames(path)])
+    shut, wide = jaw < 0.02, jaw > 0.9
+    assert track[shut, COLUMN["mouth_close"]].mean() > 0.6
+    assert track[wide, COLUMN["mouth_close"]].max() < 0.05 and track[wide, COLUMN["jaw_open"]].mean() > 0.2
 
 
 def test_open_from_rest_maps_the_opening_onto_the_portraits() -> None:

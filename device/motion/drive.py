@@ -138,8 +138,10 @@ class ExpressionTracker:
     """Feeds on frames of a performer (file or live camera); gives FaceParams relative to the first
     frame in which a face was found. Frames without a face hold the last parameters."""
 
-    def __init__(self, analyzer: FaceAnalyzer, smoothing: float = 0.35) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, smoothing: float = 0.35, rest_opening: float | None = None) -> None:
+        """`rest_opening`: the portrait's own mouth opening, as for drive_track."""
         self.analyzer = analyzer
+        self.rest_opening = rest_opening
         self.reference: dict[str, float] | None = None
         self.reference_mesh: np.ndarray | None = None
         self.previous: np.ndarray | None = None
@@ -155,9 +157,14 @@ class ExpressionTracker:
         iris = self.analyzer.mesh.irises(frame, landmarks)
         values = measure(landmarks, iris)
         if self.reference is None or self.reference_mesh is None:
-            self.reference, self.reference_mesh = values, landmarks
+            self.reference, self.reference_mesh = dict(values), landmarks
+        # The mouth opens from the most closed mouth seen so far (live, the offline 5th percentile): a
+        # visitor caught mid-word in the first frame would otherwise close the portrait's mouth for good.
+        closed = self.reference["mouth_open"] = min(self.reference["mouth_open"], values["mouth_open"])
         # The head pose as offline: the mesh's 3D rigid motion from the first face.
         params = with_head_pose(params_from_measures(values, self.reference), landmarks, self.reference_mesh)
+        if self.rest_opening is not None:
+            open_from_rest(params, values["mouth_open"] - closed, max(self.rest_opening - closed, 0.0))
         if self.found:
             params = self.smoothing * self.last + (1.0 - self.smoothing) * params
         self.found += 1

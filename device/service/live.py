@@ -283,7 +283,10 @@ class LiveRenderer:
         from device.motion.drive import ExpressionTracker
 
         renderer = self._renderer(self.config.mirror.photo or self.config.portrait.photo, close_mouth=False)
-        tracker = ExpressionTracker(self._analyzer(), smoothing=0.2)
+        from device.face.topology import mouth_opening
+
+        rest = mouth_opening(renderer.face.landmarks)
+        tracker = ExpressionTracker(self._analyzer(), smoothing=0.2, rest_opening=rest)
         while not self._stop.is_set():
             frame = self._read_camera()
             if frame is None:
