@@ -81,7 +81,6 @@ class HeadMotion:
         box_person = np.clip(person[y0:y1, x0:x1].astype(np.float32), 0.0, 1.0)
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         self.grid = np.stack([xs, ys], axis=-1)
-        self.alpha = box_person * self._head_weight(self.grid)  # what moves, and how much
         # The motion field's coarse grid, placed where cv2.resize puts a small image's pixel centres.
         # Nodes 8 px apart, or 1/64 of the box on a big photo: the field changes over a face's size.
         step = max(8, max(x1 - x0, y1 - y0) // 64)
@@ -89,7 +88,6 @@ class HeadMotion:
         cx = x0 + (np.arange(nx, dtype=np.float32) + 0.5) * (x1 - x0) / nx - 0.5
         cy = y0 + (np.arange(ny, dtype=np.float32) + 0.5) * (y1 - y0) / ny - 0.5
         self.coarse = np.stack(np.meshgrid(cx, cy), axis=-1)
-        self.person = box_person
         background = self._fill_background(image[y0:y1, x0:x1], box_person, self.grid)
         # What shows where the head moved away: the filled background inside the head's hole, the photo
         # around it. The face's own changes (expression, generator) lie on the head, inside the hole.
