@@ -123,13 +123,15 @@ def params_from_measures(current: dict[str, float], reference: dict[str, float])
 PARTED_LIPS = 0.03
 
 
-def open_from_rest(params: np.ndarray, opening: float, rest_opening: float) -> None:
+def open_from_rest(params: np.ndarray, opening: float, rest_opening: float, closed: float = 0.0) -> None:
     """Set the jaw and `mouth_close` of `params` in place so that the portrait's mouth shows the
-    performer's `opening` (above their closed lips, relative to the mouth width) from its own
-    `rest_opening`: closing lips that rest parted, opening the jaw only past them."""
+    performer's `opening` from its own `rest_opening` (both relative to the mouth width): closing lips
+    that rest parted, opening the jaw only past them. Both are taken above `closed`, the performer's
+    closed-lip reading: the mesh reads closed lips as a small gap."""
+    opening, rest_opening = float(opening) - closed, max(float(rest_opening) - closed, 0.0)
     if rest_opening < PARTED_LIPS:
         return
-    excess = float(opening) - float(rest_opening)
+    excess = opening - rest_opening
     params[COLUMN["jaw_open"]] = np.clip(excess / 0.42, 0.0, 1.0)
     params[COLUMN["mouth_close"]] = np.clip(-excess / rest_opening, 0.0, 1.0)
 
@@ -164,7 +166,7 @@ class ExpressionTracker:
         # The head pose as offline: the mesh's 3D rigid motion from the first face.
         params = with_head_pose(params_from_measures(values, self.reference), landmarks, self.reference_mesh)
         if self.rest_opening is not None:
-            open_from_rest(params, values["mouth_open"] - closed, max(self.rest_opening - closed, 0.0))
+            open_from_rest(params, values["mouth_open"], self.rest_opening, closed)
         if self.found:
             params = self.smoothing * self.last + (1.0 - self.smoothing) * params
         self.found += 1
@@ -235,9 +237,7 @@ def _performance(meshes: list, measures: list, first: int, fps: float, rest_open
         seen[i] = True
         out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
         if rest_opening is not None:
-            # Both openings above the performer's closed lips: the mesh reads closed lips as a small gap.
-            closed = reference["mouth_open"]
-            open_from_rest(out[i], values["mouth_open"] - closed, max(rest_opening - closed, 0.0))
+            open_from_rest(out[i], values["mouth_open"], rest_opening, reference["mouth_open"])
     _fill_lost(out, seen, fps)
     return _smooth(out, fps)
 
