@@ -189,11 +189,11 @@ class Animator:
         drive = None
         if request.drive is not None:
             from device.face.topology import mouth_opening
-            from device.motion.drive import drive_track
+            from device.motion.drive import read_performance
 
             with timer.stage("drive_analysis"):
                 rest = mouth_opening(face.landmarks)
-                drive = drive_track(Path(request.drive), self.analyzer, request.fps, rest_opening=rest)
+                drive = read_performance(Path(request.drive), self.analyzer, request.fps, rest_opening=rest)
 
         if request.seconds is not None:
             seconds = request.seconds
@@ -204,9 +204,12 @@ class Animator:
         else:
             seconds = IDLE_SECONDS
         n_frames = max(1, round(seconds * request.fps))
-        if drive is not None and len(drive) != n_frames:
+        shapes = None
+        if drive is not None:
             index = np.minimum(np.arange(n_frames), len(drive) - 1)
-            drive = drive[index]
+            # Speech owns the mouth when both are given: the performer's face shape would fight it.
+            shapes = None if speech is not None else drive.shapes[index]
+            drive = drive.params[index]
 
         track = motion_track(n_frames, request.fps, speech=speech, drive=drive, seed=request.seed)
         renderer = Renderer(image, face, generator=self.generator, timer=timer, person_mask=person)
@@ -225,7 +228,8 @@ class Animator:
                 if should_cancel is not None and should_cancel():
                     raise Cancelled(f"cancelled after {index} of {n_frames} frames")
                 with timer.stage("frame"):
-                    frame = renderer.render(FaceParams.from_array(track[index]))
+                    shape = None if shapes is None else shapes[index]
+                    frame = renderer.render(FaceParams.from_array(track[index]), shape)
                     with timer.stage("encode"):
                         writer.write(frame)
                 if progress is not None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.motion.drive import COLUMN, ExpressionTracker, drive_track, open_from_rest
+from device.face import topology as topo
+from device.motion.drive import COLUMN, ExpressionTracker, drive_track, open_from_rest, read_performance
 from device.motion.params import FaceParams
 from device.outputs.video import VideoWriter
 from device.render.renderer import Renderer
@@ -67,6 +68,54 @@ def test_the_live_tracker_maps_the_opening_onto_a_portrait_with_parted_lips(perf
     assert track[wide, COLUMN["mouth_close"]].max() < 0.05 and track[wide, COLUMN["jaw_open"]].mean() > 0.2
 
 
+def test_the_live_tracker_gives_the_face_shape_too(performer, analyzer) -> None:
+    """Frame by frame, the lower lip's shape follows the performer's jaw, as offline."""
+    from device.media.video import read_frames
+
+    path, jaw, _, _ = performer
+    tracker = ExpressionTracker(analyzer, smoothing=0.0)
+    assert tracker.shape is None
+    lower_lip = []
+    for frame in read_frames(path):
+        tracker.update(frame)
+        lower_lip.append(tracker.shape[topo.LIPS_INNER_LOWER[1:-1], 1].mean())
+    assert np.corrcoef(lower_lip, jaw)[0, 1] > 0.9
+    assert abs(lower_lip[0]) < 1e-6  # the first face is the neutral
+
+
+def test_the_performers_face_shape_is_their_expression_without_the_head(performer, analyzer) -> None:
+    """Shapes: each landmark's move in the performer's head frame. The lower lip drops with the jaw; the
+    skull stays put while the head turns 6 degrees; the lids are left to the rig."""
+    from device.render.rig import EYE_POINTS
+
+    path, jaw, yaw, _ = performer
+    performance = read_performance(path, analyzer, FPS)
+    assert performance.shapes.shape == (FRAMES, 468, 3) and len(performance) == FRAMES
+    lower_lip = performance.shapes[:, topo.LIPS_INNER_LOWER[1:-1], 1].mean(1)
+    assert np.corrcoef(lower_lip, jaw)[0, 1] > 0.9
+    assert lower_lip[jaw > 0.9].mean() > 0.1  # eye distances: a wide open mouth
+    turning = np.abs(yaw) > 4.0
+    assert np.abs(performance.shapes[turning][:, topo.SKULL, :2]).mean() < 0.01
+    assert not performance.shapes[:, EYE_POINTS].any()
+    np.testing.assert_array_equal(performance.params, drive_track(path, analyzer, FPS))
+
+
+def test_the_rig_lays_a_shape_onto_the_portraits_face(astronaut, astronaut_face) -> None:
+    """A zero shape is the photo's own face (its parted lips too); a shape's lower-lip drop opens the mouth
+    by as much (in the portrait's eye distances), and the eyes still follow the rig's own blink."""
+    rig = Renderer(astronaut, astronaut_face).rig
+    rest, _ = rig.pose(FaceParams())
+    at_rest, _ = rig.pose(FaceParams(), np.zeros((468, 3)))
+    np.testing.assert_allclose(at_rest, rest, atol=1e-6)
+    shape = np.zeros((468, 3))
+    shape[topo.LIPS_INNER_LOWER[1:-1], 1] = 0.2
+    opened, _ = rig.pose(FaceParams(blink_left=1.0, jaw_open=1.0, smile=1.0), shape)
+    drop = (opened - rest)[topo.LIPS_INNER_LOWER[1:-1]] @ rig.axis_y / rig.unit
+    np.testing.assert_allclose(drop, 0.2, atol=1e-6)  # the parametric jaw and smile are not added
+    blinked, _ = rig.pose(FaceParams(blink_left=1.0))
+    np.testing.assert_allclose(opened[topo.LEFT_EYE_UPPER], blinked[topo.LEFT_EYE_UPPER], atol=1e-6)
+
+
 def test_open_from_rest_maps_the_opening_onto_the_portraits() -> None:
     params = np.zeros(len(FaceParams.names()), np.float32)
     open_from_rest(params, 0.0, 0.1)
@@ -119,3 +168,36 @@ def test_drive_errors_name_the_file(tmp_path, analyzer) -> None:
             writer.write(coffee)
     with pytest.raises(BadInput, match="no face found in the driving video"):
         drive_track(tmp_path / "coffee.mp4", analyzer, FPS)
+
+
+def test_a_clip_driving_its_own_first_frame_plays_its_mouth_back(tmp_path, performer, analyzer, animator) -> None:
+    """Self-reenactment: posed with the performer's shapes, the portrait's lips go where the performer's
+    went (the rig's targets, against the mesh on the real frames), and `animate --drive` renders them
+    opening and closing with the performer's (measured back from the MP4)."""
+    from device.media.video import read_frames
+    from device.pipeline import AnimateRequest
+
+    path, *_ = performer
+    frames = list(read_frames(path))
+    real = []
+    previous = None
+    for frame in frames:
+        previous = analyzer.track(frame, previous)
+        real.append(topo.mouth_opening(previous))
+    portrait = analyzer.analyse(frames[0], name="first frame")
+    performance = read_performance(path, analyzer, FPS, rest_opening=topo.mouth_opening(portrait.landmarks))
+    rig = Renderer(frames[0], portrait).rig
+    posed = []
+    for params, shape in zip(performance.params, performance.shapes, strict=True):
+        targets, _ = rig.pose(FaceParams.from_array(params), shape)
+        posed.append(topo.mouth_opening(np.column_stack([targets, np.zeros(len(targets))])))
+    np.testing.assert_allclose(posed, real, atol=0.03)
+
+    out = tmp_path / "self.mp4"
+    animator.animate(AnimateRequest(photo=frames[0], out=out, drive=path, backend="none"))
+    rendered = []
+    previous = None
+    for frame in read_frames(out):
+        previous = analyzer.track(frame, previous)
+        rendered.append(topo.mouth_opening(previous))
+    assert np.corrcoef(real, rendered)[0, 1] > 0.95

@@ -4,6 +4,7 @@ mirror; the daemon's mirror mode uses `ExpressionTracker` on camera frames)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,23 @@ def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     return (right + left) / 2, unit, np.stack([x_axis, [-x_axis[1], x_axis[0]]])
 
 
+def _skull_fit(current: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Both meshes in the reference face's 3D frame (eye distances) and the similarity (scale,
+    rotation, shift) that best maps the reference skull, about the rig's pivot, onto the current one."""
+    from device.render.head import similarity
+    from device.render.rig import HEAD_PIVOT
+
+    origin, unit, axes = face_frame(reference)
+
+    def local(mesh: np.ndarray) -> np.ndarray:
+        xy = (mesh[:, :2] - origin) @ axes.T / unit
+        return np.column_stack([xy, mesh[:, 2] / unit])
+
+    now, rest = local(current), local(reference)
+    scale, rotation, shift = similarity(rest[topo.SKULL] - HEAD_PIVOT, now[topo.SKULL])
+    return now, scale, rotation, shift
+
+
 def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float, float]:
     """The head's rigid motion from the reference mesh to the current one, in the rig's terms:
     (yaw, pitch, roll in degrees, shift x, shift y in the reference's eye distances).
@@ -69,20 +87,29 @@ def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float,
     it (roll after yaw after pitch), and what is left over is the shift."""
     from device.render.rig import HEAD_PIVOT
 
-    origin, unit, axes = face_frame(reference)
-
-    def local(mesh: np.ndarray) -> np.ndarray:
-        xy = (mesh[topo.SKULL, :2] - origin) @ axes.T / unit
-        return np.column_stack([xy, mesh[topo.SKULL, 2] / unit])
-
-    from device.render.head import similarity
-
-    _, rotation, shift = similarity(local(reference) - HEAD_PIVOT, local(current))
+    _, _, rotation, shift = _skull_fit(current, reference)
     shift = shift - HEAD_PIVOT
     yaw = float(np.degrees(np.arcsin(np.clip(rotation[2, 0], -1.0, 1.0))))
     pitch = float(np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2])))
     roll = float(np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])))
     return yaw, pitch, roll, float(shift[0]), float(shift[1])
+
+
+def head_frame(current: np.ndarray, reference: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """The current mesh (468x3) with the head motion that `params` give the rig taken out: every point
+    where it would be had the head not moved, in the reference face's frame (eye distances, origin
+    between the eyes), as the rig's local frame is laid out. What is left is the expression; the rig
+    posing it with `params` puts every point back where the mesh saw it (the rig's head motion is the
+    fitted one less the jaw's bias, so the jaw's drop stays in the shape)."""
+    from device.render.rig import HEAD_PIVOT, head_rotation
+
+    now, scale, _, fitted_shift = _skull_fit(current, reference)
+    angles = np.radians([params[COLUMN[name]] for name in ("head_yaw", "head_pitch", "head_roll")])
+    rotation = head_rotation(*angles)
+    shift = np.array(
+        [HEAD_PIVOT[0] + params[COLUMN["head_x"]], HEAD_PIVOT[1] + params[COLUMN["head_y"]], fitted_shift[2]]
+    )
+    return (now - shift) @ rotation / max(scale, 1e-6) + HEAD_PIVOT
 
 
 # The face mesh reads an opening jaw as a little pitch and a drop of the head, though the head does not
@@ -150,6 +177,11 @@ class ExpressionTracker:
         self.last = np.zeros(len(NAMES), np.float32)
         self.smoothing = smoothing  # exponential smoothing against landmark jitter
         self.found = 0
+        # The face shape (Performance.shapes) of the last frame, for FaceRig.pose; None before a face.
+        self.shape: np.ndarray | None = None
+        self._first_face: np.ndarray | None = None
+        self._first_opening = 0.0
+        self._best_mouth: tuple[float, np.ndarray] | None = None
 
     def update(self, frame: np.ndarray) -> np.ndarray:
         landmarks = self.analyzer.track(frame, self.previous)
@@ -167,11 +199,32 @@ class ExpressionTracker:
         params = with_head_pose(params_from_measures(values, self.reference), landmarks, self.reference_mesh)
         if self.rest_opening is not None:
             open_from_rest(params, values["mouth_open"], self.rest_opening, closed)
+        shape = self._shape(head_frame(landmarks, self.reference_mesh, params), values["mouth_open"])
         if self.found:
             params = self.smoothing * self.last + (1.0 - self.smoothing) * params
+            if self.shape is not None:
+                shape = self.smoothing * self.shape + (1.0 - self.smoothing) * shape
         self.found += 1
         self.last = params.astype(np.float32)
+        self.shape = shape.astype(np.float32)
         return self.last
+
+    def _shape(self, unposed: np.ndarray, opening: float) -> np.ndarray:
+        """As offline (_shape_neutral), from what has been seen so far: the first face, with the mouth of
+        the frame whose mouth is the nearest yet to the portrait's when the first one's is not."""
+        from device.render.rig import EYE_POINTS, mouth_weight
+
+        if self._first_face is None:
+            self._first_face, self._first_opening = unposed, opening
+        neutral = self._first_face
+        if self.rest_opening is not None and abs(self._first_opening - self.rest_opening) >= SAME_OPENING:
+            gap = abs(opening - self.rest_opening)
+            if self._best_mouth is None or gap < self._best_mouth[0]:
+                self._best_mouth = (gap, unposed)
+            neutral = neutral + mouth_weight(neutral)[:, None] * (self._best_mouth[1] - neutral)
+        shape = unposed - neutral
+        shape[EYE_POINTS] = 0.0
+        return shape
 
 
 # A performer who looks away keeps the last pose this long, then eases back to rest over as long again.
@@ -179,11 +232,35 @@ HOLD_S = 0.5
 EASE_S = 0.5
 
 
+@dataclass
+class Performance:
+    """A driving video read: per output frame the rig parameters, and the face's shape.
+
+    `shapes` (frames x 468 x 3, eye distances): each landmark's move away from the performer's neutral
+    face in their head's own frame (the head's rigid motion taken out, eye points zero: the rig's own
+    lids close the eyes). The rig lays it onto the portrait's face instead of its parametric mouth,
+    smile and brows: the performer's own mouth shapes, asymmetry and jaw, which no handful of
+    parameters spans."""
+
+    params: np.ndarray
+    shapes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
 def drive_track(
     path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | None = None, rest_opening: float | None = None
 ) -> np.ndarray:
-    """Per output frame parameters from a driving video, resampled to `fps`; the clip length is
-    the video's unless `n_frames` says otherwise (then the last pose holds).
+    """Per output frame parameters from a driving video (read_performance's params)."""
+    return read_performance(path, analyzer, fps, n_frames, rest_opening).params
+
+
+def read_performance(
+    path: Path, analyzer: FaceAnalyzer, fps: float, n_frames: int | None = None, rest_opening: float | None = None
+) -> Performance:
+    """Per output frame parameters and face shapes from a driving video, resampled to `fps`; the clip
+    length is the video's unless `n_frames` says otherwise (then the last pose holds).
 
     `rest_opening`: the portrait's own mouth opening (topology.mouth_opening of its landmarks). With it
     the portrait's mouth opens as far as the performer's does above their closed lips: a portrait that
@@ -220,26 +297,63 @@ def drive_track(
     if not found:
         raise BadInput(f"{path}: no face found in the driving video")
     source_fps = info.fps or fps
-    per_source = _performance(meshes, measures, found[0], source_fps, rest_opening)
-    count = n_frames if n_frames is not None else max(1, round(len(per_source) / source_fps * fps))
-    index = np.minimum(np.round(np.arange(count) / fps * source_fps).astype(int), len(per_source) - 1)
-    return per_source[index]
+    params, shapes = _performance(meshes, measures, found[0], source_fps, rest_opening)
+    count = n_frames if n_frames is not None else max(1, round(len(params) / source_fps * fps))
+    index = np.minimum(np.round(np.arange(count) / fps * source_fps).astype(int), len(params) - 1)
+    return Performance(params[index], shapes[index])
 
 
-def _performance(meshes: list, measures: list, first: int, fps: float, rest_opening: float | None = None) -> np.ndarray:
-    """(frames, params) for a whole performance, relative to its first face."""
+def _performance(
+    meshes: list, measures: list, first: int, fps: float, rest_opening: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(frames x params, frames x 468 x 3 shapes) for a whole performance, relative to its first face."""
+    from device.render.rig import EYE_POINTS
+
     reference = performance_reference(measures, first)
     out = np.zeros((len(measures), len(NAMES)), np.float32)
+    unposed = np.zeros((len(measures), len(meshes[first]), 3), np.float32)
     seen = np.zeros(len(measures), bool)
     for i, (mesh, values) in enumerate(zip(meshes, measures, strict=True)):
         if values is None:
             continue
         seen[i] = True
         out[i] = with_head_pose(params_from_measures(values, reference), mesh, meshes[first])
+        unposed[i] = head_frame(mesh, meshes[first], out[i])
         if rest_opening is not None:
             open_from_rest(out[i], values["mouth_open"], rest_opening, reference["mouth_open"])
+    shapes = unposed - _shape_neutral(unposed, measures, seen, first, rest_opening)
+    shapes[:, EYE_POINTS] = 0.0
+    shapes[~seen] = 0.0
+    flat = shapes.reshape(len(shapes), -1)
     _fill_lost(out, seen, fps)
-    return _smooth(out, fps)
+    _fill_lost(flat, seen, fps)
+    return _smooth(out, fps), _gaussian(flat, fps).reshape(shapes.shape)
+
+
+# Mouth openings (relative to the mouth's width) closer than this are the same mouth to the eye.
+SAME_OPENING = 0.015
+
+
+def _shape_neutral(
+    unposed: np.ndarray, measures: list, seen: np.ndarray, first: int, rest_opening: float | None
+) -> np.ndarray:
+    """The performer's face that stands for the portrait's photo: their first face, unless its mouth is
+    more or less open than the portrait's; then with the mouth (and what moves with it) of the frames
+    whose mouth is as open as the portrait's. A portrait smiling with parted lips then closes them when
+    the performer's close, and a closed one opens from closed, whatever the performer's first frame
+    shows; played on its own first frame, a clip reproduces itself."""
+    from device.render.rig import mouth_weight
+
+    neutral = unposed[first].astype(np.float64)
+    if rest_opening is None or abs(measures[first]["mouth_open"] - rest_opening) < SAME_OPENING:
+        return neutral
+    frames = np.flatnonzero(seen)
+    gaps = np.abs(np.array([measures[i]["mouth_open"] for i in frames]) - rest_opening)
+    # A few frames at least, against the mesh's jitter on any one of them.
+    nearest = frames[np.argsort(gaps)[: max(3, len(frames) // 10)]]
+    mouth = np.median(unposed[nearest], axis=0)
+    weight = mouth_weight(neutral)[:, None]
+    return neutral + weight * (mouth - neutral)
 
 
 def performance_reference(measures: list[dict[str, float] | None], first: int) -> dict[str, float]:
@@ -286,17 +400,25 @@ def _fill_lost(track: np.ndarray, seen: np.ndarray, fps: float) -> None:
         track[i] = last * (1.0 - (3 * ease**2 - 2 * ease**3))
 
 
-def _smooth(track: np.ndarray, fps: float) -> np.ndarray:
-    """Against landmark jitter (a shaking head), without lag: a small centred Gaussian over time."""
-    sigma = 0.03 * fps  # 30 ms
+def _gaussian(track: np.ndarray, fps: float) -> np.ndarray:
+    """A small centred Gaussian over time (30 ms), per column: against landmark jitter, without lag."""
+    sigma = 0.03 * fps
     if sigma < 0.5 or len(track) < 3:
         return track
     radius = max(1, int(3 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps /= taps.sum()
     padded = np.pad(track, ((radius, radius), (0, 0)), mode="edge")
-    smoothed = np.stack([np.convolve(padded[:, c], taps, mode="valid") for c in range(track.shape[1])], axis=1)
-    # The mouth and the lids are fast and must reach their extremes: they keep their raw values.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, len(taps), axis=0)
+    return (windows @ taps).astype(np.float32)
+
+
+def _smooth(track: np.ndarray, fps: float) -> np.ndarray:
+    """Against landmark jitter (a shaking head), without lag; the mouth and the lids are fast and must
+    reach their extremes: they keep their raw values."""
+    smoothed = _gaussian(track, fps)
+    if smoothed is track:
+        return track
     for name in ("blink_left", "blink_right", "jaw_open", "lip_round", "lip_wide", "lip_press", "mouth_close"):
         smoothed[:, COLUMN[name]] = track[:, COLUMN[name]]
-    return smoothed.astype(np.float32)
+    return smoothed

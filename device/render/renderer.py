@@ -165,10 +165,11 @@ class Renderer:
         return top, band
 
     # ------------------------------------------------------------------------------------------
-    def render(self, params: FaceParams) -> np.ndarray:
+    def render(self, params: FaceParams, shape: np.ndarray | None = None) -> np.ndarray:
+        """One frame; `shape`: a performer's face shape for the rig (FaceRig.pose)."""
         timer = self.timer
         with timer.stage("rig"):
-            targets, iris = self.rig.pose(params)
+            targets, iris = self.rig.pose(params, shape)
             motion = None
             if self.head is not None:
                 # The rigid part of the motion moves the whole head at the end; the face warp does the rest.
@@ -180,7 +181,7 @@ class Renderer:
             frame = self._warp(targets, iris, (params.blink_right, params.blink_left))
         if not self.owns_mouth:
             with timer.stage("mouth"):
-                self._paint(frame, targets, params)
+                self._paint(frame, targets, params, shaped=shape is not None)
         if self.generator is not None:
             with timer.stage("generator"):
                 mask, corner = self.repair_patch(targets)
@@ -271,12 +272,13 @@ class Renderer:
             low, high = np.minimum(low, [x0, y0]), np.maximum(high, [x1, y1])
         return mask, (low[0], low[1], high[0], high[1])
 
-    def _paint(self, frame: np.ndarray, targets: np.ndarray, params: FaceParams) -> None:
+    def _paint(self, frame: np.ndarray, targets: np.ndarray, params: FaceParams, shaped: bool = False) -> None:
         warp = self.warp
         region = frame[warp.y0 : warp.y0 + warp.height, warp.x0 : warp.x0 + warp.width]
         offset = (warp.x0, warp.y0)
         opening = topo.mouth_opening(targets)
-        closed = 1.0 if not self.rest_open else float(np.clip(params.mouth_close, 0.0, 1.0))
+        # A performer's shape moves the photo's own mouth, parted or not: its rest is the photo's.
+        closed = 0.0 if shaped else 1.0 if not self.rest_open else float(np.clip(params.mouth_close, 0.0, 1.0))
         rest = topo.mouth_opening(self.source) * (1.0 - closed)
         # Paint only the opening the photo does not already show (a smile's own teeth stay real).
         strength = float(np.clip((opening - rest - 0.01) / 0.06, 0.0, 1.0))

@@ -38,12 +38,48 @@ LIP_CORNERS = [78, 308, 61, 291]
 ALL_LIPS = _unique(UPPER_LIP, LOWER_LIP, LIP_CORNERS)
 RIGHT_EYE = _unique(topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER)
 LEFT_EYE = _unique(topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)
+# The lids and their creases: the rig's own (a blink closes them fully), never a performer's shape.
+EYE_POINTS = _unique(RIGHT_EYE, LEFT_EYE, LID_CREASE_RIGHT, LID_CREASE_LEFT)
 
 # The landmarks that steer the warp: enough to pin every feature, few enough to fit fast.
 CONTROL = _unique(
     ALL_LIPS, RIGHT_EYE, LEFT_EYE, LID_CREASE_RIGHT, LID_CREASE_LEFT, topo.RIGHT_BROW, topo.LEFT_BROW,
     topo.FACE_OVAL, topo.NOSE, topo.CHEEKS, topo.CHIN, FOREHEAD,
 )  # fmt: skip
+
+
+def head_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The rig's head rotation (radians) as a 3x3 matrix on column vectors in (x right, y down, z away
+    from the camera): roll after yaw after pitch."""
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    yaw_m = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+    pitch_m = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    roll_m = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return roll_m @ yaw_m @ pitch_m
+
+
+def jaw_weight(local: np.ndarray) -> np.ndarray:
+    """How much each landmark of a face (468x2+, the rig's local frame) follows the lower jaw: 1 on the
+    lower lip, 0 on the upper, below the mouth fading toward the ears."""
+    x, y = local[:, 0], local[:, 1]
+    corners = local[list(topo.INNER_CORNERS), :2]
+    centre_x, mouth_y = corners.mean(0)
+    below = np.clip((y - (mouth_y - 0.05)) / 0.35, 0.0, 1.0)
+    across = np.exp(-((x - centre_x) ** 2) / (2 * 0.75**2))
+    weight = below * across
+    weight[LOWER_LIP] = 1.0
+    weight[UPPER_LIP] = 0.0
+    weight[LIP_CORNERS] = 0.35
+    return weight
+
+
+def mouth_weight(local: np.ndarray) -> np.ndarray:
+    """The mouth and what moves with it (lips, chin, the cheeks below the mouth corners): 1 on the lips."""
+    weight = jaw_weight(local)
+    weight[ALL_LIPS] = 1.0
+    return weight
 
 
 class FaceRig:
@@ -87,24 +123,21 @@ class FaceRig:
         self.rest_gap = np.clip(self.rest_gap, 0.0, None)
 
     def _prepare_weights(self) -> None:
-        local = self.local
-        x, y = local[:, 0], local[:, 1]
-        mouth_y = self.mouth_centre[1]
-        # How much each point follows the lower jaw: below the mouth, fading toward the ears.
-        below = np.clip((y - (mouth_y - 0.05)) / 0.35, 0.0, 1.0)
-        across = np.exp(-((x - self.mouth_centre[0]) ** 2) / (2 * 0.75**2))
-        self.jaw_weight = below * across
-        self.jaw_weight[LOWER_LIP] = 1.0
-        self.jaw_weight[UPPER_LIP] = 0.0
-        self.jaw_weight[LIP_CORNERS] = 0.35
+        self.jaw_weight = jaw_weight(self.local)
 
     # --- posing ---------------------------------------------------------------------------------
-    def pose(self, params: FaceParams) -> tuple[np.ndarray, np.ndarray | None]:
-        """Target positions (468x2 image pixels) and irises (2x5x2) for one frame."""
+    def pose(self, params: FaceParams, shape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Target positions (468x2 image pixels) and irises (2x5x2) for one frame.
+
+        `shape` (468x3, eye distances: drive.Performance.shapes): a performer's face shape, laid onto
+        the portrait's face in place of the parametric mouth, smile and brows."""
         local = self.local.copy()
-        self._mouth(local, params)
-        self._smile(local, float(np.clip(params.smile, -1.0, 1.0)))
-        self._brows(local, float(np.clip(params.brow_raise, -1.0, 1.0)))
+        if shape is None:
+            self._mouth(local, params)
+            self._smile(local, float(np.clip(params.smile, -1.0, 1.0)))
+            self._brows(local, float(np.clip(params.brow_raise, -1.0, 1.0)))
+        else:
+            local += shape
         iris = None if self.iris_local is None else self.iris_local.copy()
         self._eyes(local, iris, params)
         rotated, iris = self._head(local, iris, params)
@@ -126,19 +159,7 @@ class FaceRig:
         width = self.mouth_width
 
         close = 1.0 if self.close_mouth_at_rest else float(np.clip(params.mouth_close, 0.0, 1.0))
-        if close > 0:
-            # Bring an open mouth (a smile with teeth) to a closed rest: the lower lip and jaw rise
-            # more than the upper lip falls, as when a mouth closes. The corners stay: the smile does.
-            upper_move = 0.4 * close * self.rest_gap
-            lower_move = 0.6 * close * self.rest_gap
-            local[self.inner_upper, 1] += upper_move
-            local[self.outer_upper, 1] += 0.7 * upper_move
-            local[self.inner_lower, 1] -= lower_move
-            local[self.outer_lower, 1] -= 0.8 * lower_move
-            jaw_rise = 0.8 * float(lower_move.max())
-            others = np.ones(len(local), bool)
-            others[ALL_LIPS] = False
-            local[others, 1] -= jaw_rise * self.jaw_weight[others]
+        self._close_mouth(local, close)
 
         # Jaw: the lower lip and chin drop, the upper lip lifts a little. Pressed lips (m, b, p)
         # keep the jaw nearly shut.
@@ -177,6 +198,22 @@ class FaceRig:
             local[self.inner_lower, 1] += lower_shift
             local[self.outer_upper, 1] += 0.8 * upper_shift + 0.02 * press
             local[self.outer_lower, 1] += 0.8 * lower_shift - 0.02 * press
+
+    def _close_mouth(self, local: np.ndarray, close: float) -> None:
+        """Bring an open mouth (a smile with teeth) to a closed rest: the lower lip and jaw rise more than
+        the upper lip falls, as when a mouth closes. The corners stay: the smile does."""
+        if close <= 0:
+            return
+        upper_move = 0.4 * close * self.rest_gap
+        lower_move = 0.6 * close * self.rest_gap
+        local[self.inner_upper, 1] += upper_move
+        local[self.outer_upper, 1] += 0.7 * upper_move
+        local[self.inner_lower, 1] -= lower_move
+        local[self.outer_lower, 1] -= 0.8 * lower_move
+        jaw_rise = 0.8 * float(lower_move.max())
+        others = np.ones(len(local), bool)
+        others[ALL_LIPS] = False
+        local[others, 1] -= jaw_rise * self.jaw_weight[others]
 
     def _smile(self, local: np.ndarray, smile: float) -> None:
         if smile == 0:
@@ -234,14 +271,7 @@ class FaceRig:
                 local[:, :2] += shift
                 iris = None if iris is None else iris + shift
             return local, iris
-        cy, sy = np.cos(yaw), np.sin(yaw)
-        cp, sp = np.cos(pitch), np.sin(pitch)
-        cr, sr = np.cos(roll), np.sin(roll)
-        # Column-vector rotations in (x right, y down, z away from the camera).
-        yaw_m = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
-        pitch_m = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-        roll_m = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-        rotation = roll_m @ yaw_m @ pitch_m
+        rotation = head_rotation(yaw, pitch, roll)
         rotated = (local - HEAD_PIVOT) @ rotation.T + HEAD_PIVOT
         if iris is not None:
             # Irises sit on the eyeball surface: give them the depth of the eye corners.

@@ -295,7 +295,7 @@ class LiveRenderer:
             captured = time.perf_counter()
             params = tracker.update(frame)
             self.hooks.face_seen(tracker.previous is not None)
-            self._show(display, renderer.render(FaceParams.from_array(params)))
+            self._show(display, renderer.render(FaceParams.from_array(params), tracker.shape))
             self._record(renderer, captured)
             self.latencies_ms.append((time.perf_counter() - captured) * 1000.0)
 
