@@ -235,6 +235,13 @@ def test_the_onnxruntime_device_setting_picks_the_providers():
     assert stage.backend.providers == ["CPUExecutionProvider"]
 
 
+@pytest.mark.skipif("onnxruntime" not in RUNTIMES, reason="ONNX Runtime not installed")
+def test_onnxruntime_threads_do_not_spin_between_calls():
+    """Spinning threads would take the cores the warp and the encoder run on between generator calls."""
+    options = load_generator("onnxruntime").backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_an_unknown_per_runtime_setting_is_refused_naming_it():
     name = RUNTIMES[0]
     with pytest.raises(BadInput, match=rf"generator\.{name}\.thread: unknown key"):
