@@ -181,6 +181,7 @@ class ExpressionTracker:
         self.shape: np.ndarray | None = None
         self._first_face: np.ndarray | None = None
         self._first_opening = 0.0
+        self._mouth_weight = np.zeros((0, 1))
         self._best_mouth: tuple[float, np.ndarray] | None = None
 
     def update(self, frame: np.ndarray) -> np.ndarray:
@@ -216,12 +217,13 @@ class ExpressionTracker:
 
         if self._first_face is None:
             self._first_face, self._first_opening = unposed, opening
+            self._mouth_weight = mouth_weight(unposed)[:, None]
         neutral = self._first_face
         if self.rest_opening is not None and abs(self._first_opening - self.rest_opening) >= SAME_OPENING:
             gap = abs(opening - self.rest_opening)
             if self._best_mouth is None or gap < self._best_mouth[0]:
                 self._best_mouth = (gap, unposed)
-            neutral = neutral + mouth_weight(neutral)[:, None] * (self._best_mouth[1] - neutral)
+            neutral = neutral + self._mouth_weight * (self._best_mouth[1] - neutral)
         shape = unposed - neutral
         shape[EYE_POINTS] = 0.0
         return shape
