@@ -144,3 +144,41 @@ def test_a_speech_track_closes_the_rest_mouth_only_while_speaking() -> None:
     assert close[0] == 0 and close[-1] == 0  # before and after: the photo's own mouth
     assert (close[int(0.75 * 25) : int(1.45 * 25)] > 0.99).all()  # through the pause between words too
     assert np.all(np.diff(close[: int(0.6 * 25)]) >= 0)  # it closes smoothly, no jump
+
+
+def _band_below(frame: np.ndarray, points: np.ndarray, start: float, end: float) -> np.ndarray:
+    """The pixels from `start` to `end` (fractions of the mouth width) below the inner upper lip, across
+    the middle half of the mouth."""
+    upper = points[topo.LIPS_INNER_UPPER]
+    left, right = upper[:, 0].min(), upper[:, 0].max()
+    width = right - left
+    xs = np.arange(int(left + 0.25 * width), int(right - 0.25 * width))
+    order = np.argsort(upper[:, 0])
+    top = np.interp(xs, upper[order, 0], upper[order, 1])
+    columns = [frame[int(t + start * width) : int(t + end * width) + 1, x] for x, t in zip(xs, top, strict=True)]
+    return np.concatenate(columns).reshape(-1, 3)
+
+
+def test_a_photo_showing_its_teeth_keeps_them_when_the_mouth_opens(astronaut, astronaut_face) -> None:
+    """The astronaut smiles with her teeth: opened, her own upper teeth hang from the upper lip (not a
+    painted grey band), with the dark of the mouth below them."""
+    renderer = Renderer(astronaut, astronaut_face)
+    own_gap = topo.mouth_opening(astronaut_face.landmarks)
+    own_teeth = _band_below(astronaut, astronaut_face.landmarks[:, :2], 0.02, 0.5 * own_gap).astype(float).mean(0)
+    params = FaceParams(jaw_open=0.8)
+    frame = renderer.render(params)
+    targets, _ = renderer.rig.pose(params)
+    teeth = _band_below(frame, targets, 0.02, 0.5 * own_gap).astype(float).mean(0)
+    assert np.abs(teeth - own_teeth).max() < 20  # her teeth, in their colour
+    opening = topo.mouth_opening(np.column_stack([targets, np.zeros(len(targets))]))
+    middle = _band_below(frame, targets, 0.5 * opening - 0.02, 0.5 * opening + 0.02).astype(float).mean()
+    assert opening > 2 * own_gap and middle < 0.5 * own_teeth.mean()  # the dark opens below them
+
+
+def test_only_a_photo_with_parted_lips_has_teeth_of_its_own_to_keep(analyzer, astronaut, astronaut_face) -> None:
+    from device.render.mouth import MouthPainter
+
+    assert MouthPainter(astronaut, astronaut_face.landmarks).band is not None
+    closed_photo = Renderer(astronaut, astronaut_face, close_mouth_at_rest=True).render(FaceParams())
+    closed_face = analyzer.analyse(closed_photo, name="closed lips")
+    assert MouthPainter(closed_photo, closed_face.landmarks).band is None  # the painter draws the teeth
