@@ -95,3 +95,24 @@ def test_the_verdict_needs_every_held_out_clip_to_be_better():
     assert result["per_clip"]["first"]["beats_painted"] and not result["per_clip"]["second"]["beats_painted"]
     assert not result["beats_painted"]
     assert "not better for: second" in train.format_table(result)
+
+
+def test_shift_tolerance_moves_each_cell_of_the_target_onto_the_output():
+    """A target two pixels off the output (as the mesh can place lips) is charged nothing once aligned;
+    each 16x16 cell finds its own shift, and a shift past the tolerance is still charged."""
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 32, 32, generator=generator)
+    output = torch.roll(target, shifts=(1, -2), dims=(2, 3))
+    inner = (..., slice(4, -4), slice(4, -4))  # away from the border the roll wraps around
+    assert (train.shift_aligned(output, target, 2) - output)[inner].abs().max() == 0
+    assert (train.shift_aligned(output, target, 1) - output)[inner].abs().mean() > 0.1
+    # Two halves moved two ways: every cell takes its own.
+    halves = torch.cat([output[..., :16], torch.roll(target, shifts=(-2, 0), dims=(2, 3))[..., 16:]], dim=3)
+    assert (train.shift_aligned(halves, target, 2) - halves)[inner].abs().max() == 0
+
+
+def test_a_run_with_shift_tolerance_trains(tmp_path, talking_clips):
+    out = tmp_path / "tolerant.pt"
+    args = ["--clips", str(talking_clips), *TINY, "--shift-tolerance", "2", "--cache", str(tmp_path), "--out", str(out)]
+    assert train.main(args) == 0
+    assert out.is_file()
