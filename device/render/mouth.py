@@ -92,13 +92,11 @@ class MouthPainter:
             return
         mask = cv2.GaussianBlur(mask, (3, 3), 0.6)  # soften the lip edge by a fraction of a pixel
 
-        upper = points[topo.LIPS_INNER_UPPER] - np.array([x0, y0])
-        lower = points[topo.LIPS_INNER_LOWER] - np.array([x0, y0])
+        in_box = points - np.array([x0, y0])
+        upper = in_box[topo.LIPS_INNER_UPPER]
         xs = np.arange(x1 - x0, dtype=np.float32)
         ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
-        order_u, order_l = np.argsort(upper[:, 0]), np.argsort(lower[:, 0])
-        top = np.interp(xs, upper[order_u, 0], upper[order_u, 1])[None, :]
-        bottom = np.interp(xs, lower[order_l, 0], lower[order_l, 1])[None, :]
+        top, bottom = (curve[None, :] for curve in _lip_curves(in_box, xs))
         gap = np.maximum(bottom - top, 1e-3)
         depth = np.clip((ys - top) / gap, 0.0, 1.0)  # 0 at the upper lip, 1 at the lower lip
         width = max(float(upper[:, 0].max() - upper[:, 0].min()), 1.0)
