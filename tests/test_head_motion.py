@@ -35,15 +35,17 @@ def person(astronaut) -> np.ndarray:
         FaceParams(head_pitch=-6.0),
         FaceParams(head_roll=5.0),
         FaceParams(head_yaw=-5.0, head_pitch=4.0, head_roll=-3.0, head_x=0.1, head_y=-0.05),
+        FaceParams(head_scale=0.12),
+        FaceParams(head_yaw=6.0, head_pitch=-3.0, head_x=-0.2, head_scale=-0.08),
     ],
 )
 def test_pose_is_recovered_from_a_rotated_mesh(astronaut_face, params: FaceParams) -> None:
     rig = FaceRig(astronaut_face.landmarks, astronaut_face.iris, False)
     moved, _ = rig._head(rig.local.copy(), None, params)
     mesh = np.column_stack([rig.to_image(moved[:, :2]), moved[:, 2] * rig.unit])
-    yaw, pitch, roll, shift_x, shift_y = head_pose(mesh, astronaut_face.landmarks)
-    expected = (params.head_yaw, params.head_pitch, params.head_roll, params.head_x, params.head_y)
-    np.testing.assert_allclose((yaw, pitch, roll, shift_x, shift_y), expected, atol=1e-3)
+    yaw, pitch, roll, shift_x, shift_y, scale = head_pose(mesh, astronaut_face.landmarks)
+    expected = (params.head_yaw, params.head_pitch, params.head_roll, params.head_x, params.head_y, params.head_scale)
+    np.testing.assert_allclose((yaw, pitch, roll, shift_x, shift_y, scale), expected, atol=1e-3)
 
 
 def test_a_similarity_is_fitted_exactly() -> None:
@@ -89,6 +91,45 @@ def test_the_whole_head_moves_and_nothing_outside_it(astronaut, astronaut_face, 
     top = astronaut_face.landmarks[10, :2].astype(int)  # the forehead's top, under the hair
     hair = (slice(max(top[1] - 40, 0), top[1] - 5), slice(top[0] - 40, top[0] + 40))
     assert np.abs(frame[hair].astype(int) - astronaut[hair].astype(int)).mean() > 5.0
+
+
+def test_a_head_leaning_in_grows_as_a_whole(astronaut, astronaut_face, person) -> None:
+    """head_scale scales the head about the top of the neck: the face's own landmarks and the hair above
+    them grow by as much, the picture outside the head's box does not change."""
+    renderer = Renderer(astronaut, astronaut_face, person_mask=person)
+    rig = renderer.rig
+    rest, _ = rig.pose(FaceParams())
+    grown, _ = rig.pose(FaceParams(head_scale=0.12))
+    eyes = [33, 263]
+    width = np.linalg.norm(rest[eyes[0]] - rest[eyes[1]])
+    assert np.linalg.norm(grown[eyes[0]] - grown[eyes[1]]) == pytest.approx(1.12 * width, rel=1e-6)
+    motion = renderer.head.rigid_motion(rig.head_only(FaceParams(head_scale=0.12)))
+    assert np.sqrt(abs(np.linalg.det(motion[:, :2]))) == pytest.approx(1.12, rel=1e-6)
+    frame = renderer.render(FaceParams(head_scale=0.12))
+    x0, y0, x1, y1 = renderer.head.box
+    outside = np.ones(astronaut.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(frame[outside], astronaut[outside])
+    top = astronaut_face.landmarks[10, :2].astype(int)
+    hair = (slice(max(top[1] - 40, 0), top[1] - 5), slice(top[0] - 40, top[0] + 40))
+    assert np.abs(frame[hair].astype(int) - astronaut[hair].astype(int)).mean() > 5.0
+
+
+def test_the_meshs_small_changes_of_size_are_not_the_head_leaning_in(astronaut_face) -> None:
+    """A turn or an expression reads as a few per cent of size on the mesh: within that noise the head
+    keeps its size, well past it the head takes the measured size; either way the face shape carries no
+    size of its own, so the face keeps the size its outline gets."""
+    from device.motion.drive import COLUMN, NAMES, SCALE_NOISE, head_frame, with_head_pose
+
+    rig = FaceRig(astronaut_face.landmarks, astronaut_face.iris, False)
+    reference = astronaut_face.landmarks
+    neutral = head_frame(reference, reference, np.zeros(len(NAMES)))
+    for size, expected in ((0.8 * SCALE_NOISE, 0.0), (0.15, 0.15)):
+        moved, _ = rig._head(rig.local.copy(), None, FaceParams(head_scale=size, head_yaw=4.0))
+        mesh = np.column_stack([rig.to_image(moved[:, :2]), moved[:, 2] * rig.unit])
+        params = with_head_pose(np.zeros(len(NAMES), np.float32), mesh, reference)
+        assert params[COLUMN["head_scale"]] == pytest.approx(expected, abs=1e-4)
+        np.testing.assert_allclose(head_frame(mesh, reference, params), neutral, atol=1e-4)
 
 
 def test_the_shoulders_stay_while_the_head_moves(astronaut, astronaut_face, person) -> None:

@@ -78,21 +78,23 @@ def _skull_fit(current: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, 
     return now, scale, rotation, shift
 
 
-def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float, float]:
+def head_pose(current: np.ndarray, reference: np.ndarray) -> tuple[float, float, float, float, float, float]:
     """The head's rigid motion from the reference mesh to the current one, in the rig's terms:
-    (yaw, pitch, roll in degrees, shift x, shift y in the reference's eye distances).
+    (yaw, pitch, roll in degrees, shift x, shift y in the reference's eye distances, relative change of
+    size).
 
     Both meshes (468x3) are put in the reference face's frame; a 3D similarity (Umeyama) on
     the skull's landmarks about the rig's pivot gives the rotation, which is read as the rig composes
-    it (roll after yaw after pitch), and what is left over is the shift."""
+    it (roll after yaw after pitch), its scale (a head leaning in, a camera zooming), and what is left
+    over is the shift."""
     from device.render.rig import HEAD_PIVOT
 
-    _, _, rotation, shift = _skull_fit(current, reference)
+    _, scale, rotation, shift = _skull_fit(current, reference)
     shift = shift - HEAD_PIVOT
     yaw = float(np.degrees(np.arcsin(np.clip(rotation[2, 0], -1.0, 1.0))))
     pitch = float(np.degrees(np.arctan2(rotation[2, 1], rotation[2, 2])))
     roll = float(np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])))
-    return yaw, pitch, roll, float(shift[0]), float(shift[1])
+    return yaw, pitch, roll, float(shift[0]), float(shift[1]), scale - 1.0
 
 
 def head_frame(current: np.ndarray, reference: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -103,6 +105,8 @@ def head_frame(current: np.ndarray, reference: np.ndarray, params: np.ndarray) -
     fitted one less the jaw's bias, so the jaw's drop stays in the shape)."""
     from device.render.rig import HEAD_PIVOT, head_rotation
 
+    # The scale comes out whole, the part the rig does not apply too (SCALE_NOISE): the face keeps the
+    # size its outline is given, as one rigid head.
     now, scale, _, fitted_shift = _skull_fit(current, reference)
     angles = np.radians([params[COLUMN[name]] for name in ("head_yaw", "head_pitch", "head_roll")])
     rotation = head_rotation(*angles)
@@ -117,12 +121,20 @@ def head_frame(current: np.ndarray, reference: np.ndarray, params: np.ndarray) -
 # per unit of jaw_open, -3.7 degrees of pitch and +0.073 eye distances of head_y. Taken back out here.
 JAW_PITCH_BIAS = -3.66
 JAW_SHIFT_BIAS = 0.073
+# The mesh reads a turn or a change of expression (a smile, raised brows) as up to 3-4 % of change in the
+# head's size (on still heads of ../shared/talking, correlated with the expression): applied, that pulses
+# the whole head. Below SCALE_NOISE the head keeps its size; past twice that (real leaning and zooming:
+# down to -25 %) it takes the measured size; between, it eases in.
+SCALE_NOISE = 0.02
 
 
 def with_head_pose(params: np.ndarray, mesh: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`params` with the head pose of `mesh` relative to `reference` (the mesh's jaw bias removed)."""
-    yaw, pitch, roll, shift_x, shift_y = head_pose(mesh, reference)
+    from device.render.warp import smoothstep
+
+    yaw, pitch, roll, shift_x, shift_y, scale = head_pose(mesh, reference)
     jaw = float(params[COLUMN["jaw_open"]])
+    params[COLUMN["head_scale"]] = scale * float(smoothstep(SCALE_NOISE, 2 * SCALE_NOISE, abs(scale)))
     params[COLUMN["head_yaw"]], params[COLUMN["head_roll"]], params[COLUMN["head_x"]] = yaw, roll, shift_x
     params[COLUMN["head_pitch"]] = pitch - JAW_PITCH_BIAS * jaw
     params[COLUMN["head_y"]] = shift_y - JAW_SHIFT_BIAS * jaw

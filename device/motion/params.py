@@ -33,6 +33,8 @@ class FaceParams:
     # 0 .. 1: the lips brought together from the photo's own rest (a smile with teeth) while speaking;
     # the smile itself stays, and at 0 the photo's own mouth comes back.
     mouth_close: float = 0.0
+    # The head's change of size in the picture: 0.1 is 10 % larger (leaning in, a camera zooming in).
+    head_scale: float = 0.0
 
     def as_array(self) -> np.ndarray:
         return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float32)

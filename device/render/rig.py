@@ -18,6 +18,7 @@ FOREHEAD = [10, 338, 297, 332, 109, 67, 103, 151, 108, 69, 337, 299]
 # Ranges the rig clamps to: small, realistic head motion.
 MAX_YAW, MAX_PITCH, MAX_ROLL = 12.0, 10.0, 8.0
 MAX_SHIFT = 0.6  # head shift, in eye distances
+MAX_SCALE = 0.25  # change of the head's size in the picture, relative
 HEAD_PIVOT = np.array([0.0, 0.9, 1.1])  # behind and below the eyes, near the top of the neck
 
 # How far a fully closed eye's lids stay apart, relative to the open gap: a line of lashes.
@@ -265,13 +266,15 @@ class FaceRig:
         pitch = np.radians(np.clip(params.head_pitch, -MAX_PITCH, MAX_PITCH))
         roll = np.radians(np.clip(params.head_roll, -MAX_ROLL, MAX_ROLL))
         shift = np.clip([params.head_x, params.head_y], -MAX_SHIFT, MAX_SHIFT)
-        if not (yaw or pitch or roll):
+        scale = 1.0 + float(np.clip(params.head_scale, -MAX_SCALE, MAX_SCALE))
+        if not (yaw or pitch or roll) and scale == 1.0:
             if shift.any():
                 local = local.copy()
                 local[:, :2] += shift
                 iris = None if iris is None else iris + shift
             return local, iris
-        rotation = head_rotation(yaw, pitch, roll)
+        # Turned and scaled about the pivot: a head that leans in grows about the top of its neck.
+        rotation = scale * head_rotation(yaw, pitch, roll)
         rotated = (local - HEAD_PIVOT) @ rotation.T + HEAD_PIVOT
         if iris is not None:
             # Irises sit on the eyeball surface: give them the depth of the eye corners.
